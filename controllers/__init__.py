@@ -1,0 +1,1 @@
+"""Operator binaries built on the reconciler framework."""

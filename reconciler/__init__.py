@@ -1,0 +1,1 @@
+"""A controller-runtime style reconciler framework on anyio."""

@@ -1,0 +1,426 @@
+"""A JSON client for any resource type, on kubernetes_asyncio's transport.
+
+Why not kubernetes_asyncio's generated APIs: they deserialize every response
+into generated models (slow, and useless for custom resources), pick
+``application/json-patch+json`` for a dict patch body, and have no read timeout
+at all. We keep what it does well — kubeconfig and in-cluster loading, TLS
+setup, token refresh — and send requests through its aiohttp session ourselves:
+bodies are bytes parsed with orjson, every patch names its content type, and
+every request has a connect and a read timeout.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+import aiohttp
+import anyio
+import orjson
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from reconciler.errors import TransportError, error_from_status
+from reconciler.resource import ResourceType
+
+Obj = dict[str, Any]
+
+# Ordinary requests: the API server's own request timeout is 60 s.
+DEFAULT_REQUEST_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_PAGE_SIZE = 500
+
+
+class PatchType(StrEnum):
+    MERGE = "application/merge-patch+json"
+    JSON = "application/json-patch+json"
+    APPLY = "application/apply-patch+yaml"
+    STRATEGIC = "application/strategic-merge-patch+json"
+
+
+EventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: EventType
+    object: Obj
+
+
+class KubeconfigError(Exception):
+    """No usable cluster configuration (bad kubeconfig, no in-cluster environment)."""
+
+
+# (method, status code or 0 for a transport failure, seconds) for client metrics.
+RequestObserver = Callable[[str, int, float], None]
+
+
+class Client:
+    """get / list / create / replace / patch / delete / watch, returning plain dicts."""
+
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient,
+        *,
+        user_agent: str = "reconciler",
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self._api = api_client
+        self._host = str(api_client.configuration.host).rstrip("/")
+        self._user_agent = user_agent
+        self._timeout = request_timeout
+        self._connect_timeout = connect_timeout
+        self.observer = observer
+
+    @classmethod
+    async def from_config(
+        cls, kubeconfig: str | None = None, context: str | None = None, **kwargs: Any
+    ) -> Client:
+        """From a kubeconfig path, else $KUBECONFIG / ~/.kube/config, else in-cluster."""
+        configuration = k8s_client.Configuration()
+        try:
+            if kubeconfig is None:
+                try:
+                    await k8s_config.load_kube_config(
+                        context=context, client_configuration=configuration
+                    )
+                except (ConfigException, FileNotFoundError, TypeError):
+                    k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            else:
+                await k8s_config.load_kube_config(
+                    config_file=kubeconfig, context=context, client_configuration=configuration
+                )
+        except (ConfigException, OSError, ValueError, TypeError, KeyError) as err:
+            where = kubeconfig or "$KUBECONFIG, ~/.kube/config or the in-cluster environment"
+            raise KubeconfigError(f"cannot load cluster configuration from {where}: {err}") from err
+        if not configuration.verify_ssl:
+            raise KubeconfigError("TLS verification is disabled in the kubeconfig; refusing")
+        return cls(k8s_client.ApiClient(configuration), **kwargs)
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- verbs --------------------------------------------------------------------------
+    async def get(self, rt: ResourceType, name: str, namespace: str | None = None) -> Obj:
+        return await self._json("GET", rt.path(namespace, name))
+
+    async def list(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_: str | None = None,
+        resource_version: str | None = None,
+    ) -> Obj:
+        """One page of a list (the raw ``*List`` object)."""
+        query = _query(
+            labelSelector=label_selector,
+            fieldSelector=field_selector,
+            limit=limit,
+            resourceVersion=resource_version,
+            **{"continue": continue_},
+        )
+        return await self._json("GET", rt.path(namespace), query=query)
+
+    async def list_all(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> tuple[builtins.list[Obj], str]:
+        """Every item, paginated; returns the items and the list's resourceVersion."""
+        items: builtins.list[Obj] = []
+        token: str | None = None
+        while True:
+            page = await self.list(
+                rt,
+                namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                limit=page_size,
+                continue_=token,
+            )
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") or None
+            if not token:
+                return items, str(meta.get("resourceVersion", ""))
+
+    async def create(
+        self,
+        rt: ResourceType,
+        obj: Obj,
+        namespace: str | None = None,
+        *,
+        field_manager: str | None = None,
+    ) -> Obj:
+        ns = namespace or (obj.get("metadata") or {}).get("namespace")
+        return await self._json(
+            "POST", rt.path(ns), body=obj, query=_query(fieldManager=field_manager)
+        )
+
+    async def replace(
+        self,
+        rt: ResourceType,
+        obj: Obj,
+        *,
+        subresource: str | None = None,
+        field_manager: str | None = None,
+    ) -> Obj:
+        """PUT; the object's metadata.resourceVersion makes it optimistic."""
+        meta = obj.get("metadata") or {}
+        return await self._json(
+            "PUT",
+            rt.path(meta.get("namespace"), meta["name"], subresource),
+            body=obj,
+            query=_query(fieldManager=field_manager),
+        )
+
+    async def patch(
+        self,
+        rt: ResourceType,
+        name: str,
+        patch: Obj | builtins.list[Obj],
+        *,
+        namespace: str | None = None,
+        patch_type: PatchType = PatchType.MERGE,
+        subresource: str | None = None,
+        field_manager: str | None = None,
+        force: bool | None = None,
+    ) -> Obj:
+        """PATCH with an explicit content type.
+
+        For optimistic concurrency put ``metadata.resourceVersion`` in a merge
+        patch (or a ``test`` op in a JSON patch): a stale version is a 409.
+        Server-side apply needs a field manager.
+        """
+        if patch_type is PatchType.APPLY and not field_manager:
+            raise ValueError("server-side apply needs a field_manager")
+        return await self._json(
+            "PATCH",
+            rt.path(namespace, name, subresource),
+            body=patch,
+            content_type=patch_type.value,
+            query=_query(fieldManager=field_manager, force=force),
+        )
+
+    async def patch_status(
+        self,
+        rt: ResourceType,
+        name: str,
+        patch: Obj,
+        *,
+        namespace: str | None = None,
+        patch_type: PatchType = PatchType.MERGE,
+        field_manager: str | None = None,
+    ) -> Obj:
+        return await self.patch(
+            rt,
+            name,
+            patch,
+            namespace=namespace,
+            patch_type=patch_type,
+            subresource="status",
+            field_manager=field_manager,
+        )
+
+    async def delete(
+        self,
+        rt: ResourceType,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation_policy: str | None = None,
+        grace_period_seconds: int | None = None,
+        preconditions: Mapping[str, str] | None = None,
+    ) -> Obj:
+        body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if propagation_policy:
+            body["propagationPolicy"] = propagation_policy
+        if grace_period_seconds is not None:
+            body["gracePeriodSeconds"] = grace_period_seconds
+        if preconditions:
+            body["preconditions"] = dict(preconditions)
+        return await self._json("DELETE", rt.path(namespace, name), body=body)
+
+    async def raw(self, method: str, path: str, body: Obj | None = None) -> Obj:
+        """Any path, e.g. a TokenRequest or a discovery document."""
+        return await self._json(method, path, body=body)
+
+    @asynccontextmanager
+    async def watch(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        resource_version: str | None = None,
+        timeout_seconds: int | None = None,
+        allow_bookmarks: bool = True,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        idle_timeout: float = 90.0,
+        send_initial_events: bool = False,
+    ) -> AsyncIterator[AsyncIterator[WatchEvent]]:
+        """Open a watch; yields an iterator of events.
+
+        ``idle_timeout`` is a watchdog: if nothing at all (not even a bookmark)
+        arrives for that long, iteration raises ``TimeoutError`` so the caller
+        reconnects — a half-open TCP connection or a stalled proxy would otherwise
+        hang forever. ERROR events are raised as typed ``ApiError``s.
+        ``send_initial_events`` asks for a streaming list (WatchList): synthetic
+        ADDED events, then a bookmark annotated ``k8s.io/initial-events-end``.
+        """
+        query = _query(
+            watch="true",
+            resourceVersion=resource_version,
+            timeoutSeconds=timeout_seconds,
+            allowWatchBookmarks="true" if allow_bookmarks else None,
+            labelSelector=label_selector,
+            fieldSelector=field_selector,
+            sendInitialEvents="true" if send_initial_events else None,
+            resourceVersionMatch="NotOlderThan" if send_initial_events else None,
+        )
+        timeout = aiohttp.ClientTimeout(
+            connect=self._connect_timeout,
+            sock_connect=self._connect_timeout,
+            sock_read=idle_timeout + 5,
+        )
+        resp = await self._send("GET", rt.path(namespace), query=query, timeout=timeout)
+        try:
+            if resp.status >= 300:
+                raise error_from_status(resp.status, await resp.read())
+            yield _events(resp, idle_timeout)
+        finally:
+            resp.release()
+            resp.close()
+
+    # -- transport ----------------------------------------------------------------------
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Obj | builtins.list[Obj] | None = None,
+        query: builtins.list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        timeout = aiohttp.ClientTimeout(
+            total=self._timeout,
+            connect=self._connect_timeout,
+            sock_connect=self._connect_timeout,
+        )
+        data = orjson.dumps(body) if body is not None else None
+        resp = await self._send(
+            method, path, query=query, data=data, content_type=content_type, timeout=timeout
+        )
+        try:
+            try:
+                payload = await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as err:
+                raise TransportError(f"{method} {path}: {err!r}") from err
+            if resp.status >= 300:
+                raise error_from_status(resp.status, payload)
+            result: Obj = orjson.loads(payload) if payload else {}
+            return result
+        finally:
+            resp.release()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: builtins.list[tuple[str, str]] | None = None,
+        data: bytes | None = None,
+        content_type: str = "application/json",
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": content_type,
+            "User-Agent": self._user_agent,
+        }
+        # Bearer tokens (static, exec plugin or the rotated in-cluster file)
+        # come from kubernetes_asyncio's configuration; never logged.
+        await self._api.update_params_for_auth(headers, [], ["BearerToken"])
+        session: aiohttp.ClientSession = self._api.rest_client.pool_manager
+        start = time.monotonic()
+        code = 0
+        try:
+            resp = await session.request(
+                method,
+                self._host + path,
+                params=query,
+                data=data,
+                headers=headers,
+                timeout=timeout,
+                server_hostname=self._api.rest_client.server_hostname,
+            )
+            code = resp.status
+            return resp
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            raise TransportError(f"{method} {path}: {err!r}") from err
+        finally:
+            if self.observer is not None:
+                self.observer(method, code, time.monotonic() - start)
+
+
+async def _events(resp: aiohttp.ClientResponse, idle_timeout: float) -> AsyncIterator[WatchEvent]:
+    content = resp.content
+    while True:
+        line = b""
+        with anyio.move_on_after(idle_timeout) as scope:
+            try:
+                line = await content.readline()
+            except (aiohttp.ClientError, ValueError) as err:
+                raise TransportError(f"watch stream broken: {err!r}") from err
+        if scope.cancelled_caught:
+            raise TimeoutError(f"watch stream silent for {idle_timeout}s")
+        if not line:
+            return  # the server ended the watch (timeoutSeconds) or closed the stream
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            raw = orjson.loads(line)
+            etype, obj = raw["type"], raw["object"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as err:
+            raise TransportError(f"undecodable watch event: {line[:200]!r}") from err
+        if etype == "ERROR":
+            raise error_from_status(int(obj.get("code") or 500), obj)
+        yield WatchEvent(etype, obj)
+
+
+def _query(**params: object) -> builtins.list[tuple[str, str]]:
+    out: builtins.list[tuple[str, str]] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        out.append((key, str(value)))
+    return out
