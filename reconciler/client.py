@@ -307,15 +307,21 @@ class Client:
         timeout = aiohttp.ClientTimeout(
             connect=self._connect_timeout,
             sock_connect=self._connect_timeout,
-            sock_read=idle_timeout + 5,
+            sock_read=idle_timeout,
         )
-        resp = await self._send("GET", rt.path(namespace), query=query, timeout=timeout)
+        try:
+            resp = await self._send("GET", rt.path(namespace), query=query, timeout=timeout)
+        except TransportError as err:
+            if isinstance(err.__cause__, TimeoutError):
+                # No response headers within the idle bound: same watchdog verdict.
+                raise TimeoutError(f"watch silent for {idle_timeout}s before headers") from err
+            raise
         try:
             if resp.status >= 300:
                 raise error_from_status(resp.status, await resp.read())
             yield _events(resp, idle_timeout)
         finally:
-            resp.release()
+            # Never hand a watch connection back to the pool: it may be mid-stream.
             resp.close()
 
     # -- transport ----------------------------------------------------------------------
@@ -396,6 +402,8 @@ async def _events(resp: aiohttp.ClientResponse, idle_timeout: float) -> AsyncIte
         with anyio.move_on_after(idle_timeout) as scope:
             try:
                 line = await content.readline()
+            except TimeoutError as err:  # aiohttp's socket read timeout: same verdict
+                raise TimeoutError(f"watch stream silent for {idle_timeout}s") from err
             except (aiohttp.ClientError, ValueError) as err:
                 raise TransportError(f"watch stream broken: {err!r}") from err
         if scope.cancelled_caught:

@@ -119,20 +119,25 @@ class Informer:
         self.store = Store(self.options.indexers)
         self.stats = InformerStats()
         self._handlers: builtins.list[EventHandler] = []
-        self._synced = anyio.Event()
+        self._synced = False
+        self._synced_event: anyio.Event | None = None  # created on demand (needs a loop)
         self._rv = ""
         self._log = log.bind(resource=str(rt))
 
     @property
     def has_synced(self) -> bool:
-        return self._synced.is_set()
+        return self._synced
 
     @property
     def resource_version(self) -> str:
         return self._rv
 
     async def wait_synced(self) -> None:
-        await self._synced.wait()
+        if self._synced:
+            return
+        if self._synced_event is None:
+            self._synced_event = anyio.Event()
+        await self._synced_event.wait()
 
     def add_handler(self, handler: EventHandler) -> None:
         """Register a handler; if the store already holds objects, replay them as adds."""
@@ -198,7 +203,9 @@ class Informer:
         initial = not self.has_synced
         added, updated, deleted = self.store.replace(objs)
         self._rv = rv
-        self._synced.set()
+        self._synced = True
+        if self._synced_event is not None:
+            self._synced_event.set()
         for h in list(self._handlers):
             for obj in added:
                 self._call(h.on_add, obj, initial)

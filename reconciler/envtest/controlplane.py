@@ -59,14 +59,19 @@ class _State:
 
 
 def _alive(pid: int, binary: str) -> bool:
+    """Whether ``pid`` is a live (not zombie) process running ``binary``."""
     if pid <= 0:
         return False
     try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    # A zombie has an empty cmdline; a reused pid runs something else.
-    return binary.encode() in cmdline.split(b"\0", 1)[0]
+    if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
+        return False
+    # The cmdline is empty for a moment while the child execs; a reused pid
+    # runs something else.
+    return not cmdline or binary.encode() in cmdline.split(b"\0", 1)[0]
 
 
 class ControlPlane:
@@ -355,6 +360,15 @@ class ControlPlane:
         path.parent.mkdir(parents=True, exist_ok=True)
         ca = TinyCA.load(self.cert_dir)
         _write_kubeconfig(path, self.server, ca.cert_pem, ca.client(user, list(groups)), user)
+        return path
+
+    def admin_kubeconfig_for(self, server: str, name: str) -> Path:
+        """The admin credentials aimed at another address (e.g. a fault proxy)."""
+        path = self.state_dir / "users" / f"{name}.kubeconfig"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pki = self.cert_dir
+        admin = KeyPair((pki / "admin.crt").read_bytes(), (pki / "admin.key").read_bytes())
+        _write_kubeconfig(path, server, (pki / "ca.crt").read_bytes(), admin, ADMIN_USER)
         return path
 
     def token_kubeconfig(self, name: str, token: str) -> Path:
