@@ -1,1 +1,114 @@
-"""A controller-runtime style reconciler framework on anyio."""
+"""A controller-runtime style reconciler framework on anyio.
+
+A controller author touches ``Reconciler``/``Request``/``Result`` and the
+``Builder``; everything else is wiring the ``Manager`` does.
+"""
+
+from reconciler.builder import Builder, BuilderError
+from reconciler.cache import InformerCache
+from reconciler.client import Client, KubeconfigError, PatchType, WatchEvent
+from reconciler.controller import CacheSyncError, Controller, ControllerOptions, Reconciler
+from reconciler.errors import (
+    AlreadyExists,
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    ServerError,
+    TooManyRequests,
+    TransportError,
+    Unauthorized,
+)
+from reconciler.events import EventRecorder
+from reconciler.handler import Mapper, enqueue_for_object, enqueue_for_owner
+from reconciler.informer import Informer, InformerOptions, strip_managed_fields
+from reconciler.leaderelection import LeaderElectionConfig, LeaderElector, LeadershipLost
+from reconciler.logging import configure as configure_logging
+from reconciler.manager import Manager, ManagerOptions
+from reconciler.metrics import Metrics
+from reconciler.predicate import (
+    Funcs,
+    Predicate,
+    and_,
+    annotations_changed,
+    generation_changed,
+    labels_changed,
+    new_predicate,
+    not_,
+    or_,
+    resource_version_changed,
+)
+from reconciler.ratelimit import (
+    BucketRateLimiter,
+    ItemExponentialFailureRateLimiter,
+    MaxOfRateLimiter,
+    RateLimiter,
+    default_controller_rate_limiter,
+)
+from reconciler.request import Request, Result, TerminalError
+from reconciler.resource import ResourceType
+from reconciler.workqueue import QueueShutDown, RateLimitingQueue
+
+__all__ = [
+    "AlreadyExists",
+    "ApiError",
+    "BadRequest",
+    "BucketRateLimiter",
+    "Builder",
+    "BuilderError",
+    "CacheSyncError",
+    "Client",
+    "Conflict",
+    "Controller",
+    "ControllerOptions",
+    "EventRecorder",
+    "Forbidden",
+    "Funcs",
+    "Gone",
+    "Informer",
+    "InformerCache",
+    "InformerOptions",
+    "Invalid",
+    "ItemExponentialFailureRateLimiter",
+    "KubeconfigError",
+    "LeaderElectionConfig",
+    "LeaderElector",
+    "LeadershipLost",
+    "Manager",
+    "ManagerOptions",
+    "Mapper",
+    "MaxOfRateLimiter",
+    "Metrics",
+    "NotFound",
+    "PatchType",
+    "Predicate",
+    "QueueShutDown",
+    "RateLimiter",
+    "RateLimitingQueue",
+    "Reconciler",
+    "Request",
+    "ResourceType",
+    "Result",
+    "ServerError",
+    "TerminalError",
+    "TooManyRequests",
+    "TransportError",
+    "Unauthorized",
+    "WatchEvent",
+    "and_",
+    "annotations_changed",
+    "configure_logging",
+    "default_controller_rate_limiter",
+    "enqueue_for_object",
+    "enqueue_for_owner",
+    "generation_changed",
+    "labels_changed",
+    "new_predicate",
+    "not_",
+    "or_",
+    "resource_version_changed",
+    "strip_managed_fields",
+]

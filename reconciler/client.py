@@ -22,6 +22,7 @@ from typing import Any, Literal
 import aiohttp
 import anyio
 import orjson
+import yaml
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.config_exception import ConfigException
@@ -98,7 +99,7 @@ class Client:
                 await k8s_config.load_kube_config(
                     config_file=kubeconfig, context=context, client_configuration=configuration
                 )
-        except (ConfigException, OSError, ValueError, TypeError, KeyError) as err:
+        except (ConfigException, OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as err:
             where = kubeconfig or "$KUBECONFIG, ~/.kube/config or the in-cluster environment"
             raise KubeconfigError(f"cannot load cluster configuration from {where}: {err}") from err
         if not configuration.verify_ssl:

@@ -1,0 +1,180 @@
+"""The controller: a work queue of requests and the workers that reconcile them.
+
+Branch order per reconcile (as controller-runtime's reconcileHandler):
+- an exception → ``TerminalError``: counted, not requeued; anything else:
+  rate-limited requeue (the per-item backoff grows until the reconcile succeeds);
+- ``Result(requeue_after=d)`` → forget the backoff, requeue after ``d``;
+- ``Result(requeue=True)`` → rate-limited requeue;
+- otherwise → forget the backoff; done until the next event.
+No exception ever ends a worker.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+import structlog
+
+from reconciler.handler import EnqueueHandler, Mapper, enqueue_for_object
+from reconciler.informer import Informer
+from reconciler.metrics import Metrics, ReconcileResult
+from reconciler.predicate import Predicate
+from reconciler.ratelimit import RateLimiter, default_controller_rate_limiter
+from reconciler.request import Request, Result, TerminalError
+from reconciler.workqueue import QueueShutDown, RateLimitingQueue
+
+log = structlog.get_logger("reconciler.controller")
+
+# controller-runtime defaults.
+MAX_CONCURRENT_RECONCILES = 1
+CACHE_SYNC_TIMEOUT = 120.0
+
+
+class Reconciler(Protocol):
+    """Makes the world match the object named by ``request``; must be idempotent."""
+
+    async def reconcile(self, request: Request) -> Result: ...
+
+
+@dataclass(frozen=True)
+class ControllerOptions:
+    max_concurrent_reconciles: int = MAX_CONCURRENT_RECONCILES
+    cache_sync_timeout: float = CACHE_SYNC_TIMEOUT
+    rate_limiter: RateLimiter[Request] | None = None
+    # None: a reconcile may take as long as it needs (controller-runtime's default).
+    reconcile_timeout: float | None = None
+
+
+class CacheSyncError(Exception):
+    """A controller's informers did not sync within ``cache_sync_timeout``."""
+
+
+class Controller:
+    """Runs ``reconciler`` for requests produced by the informers it watches."""
+
+    def __init__(
+        self,
+        name: str,
+        reconciler: Reconciler,
+        options: ControllerOptions | None = None,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.name = name
+        self.reconciler = reconciler
+        self.options = options or ControllerOptions()
+        if self.options.max_concurrent_reconciles < 1:
+            raise ValueError("max_concurrent_reconciles must be >= 1")
+        self._metrics = metrics
+        self.queue: RateLimitingQueue[Request] = RateLimitingQueue(
+            self.options.rate_limiter or default_controller_rate_limiter(),
+            metrics=metrics.queue_metrics(name) if metrics else None,
+        )
+        self._informers: list[Informer] = []
+        self._stopping = False
+        self._log = log.bind(controller=name)
+        if metrics:
+            metrics.init_controller(name, self.options.max_concurrent_reconciles)
+
+    def watch(
+        self,
+        informer: Informer,
+        mapper: Mapper = enqueue_for_object,
+        predicates: Sequence[Predicate] = (),
+    ) -> None:
+        """Feed events from ``informer`` through ``predicates`` and ``mapper`` into the queue."""
+        self._informers.append(informer)
+        informer.add_handler(EnqueueHandler(self.queue, mapper, predicates))
+
+    def stop(self) -> None:
+        """Stop taking work: queued requests stay unprocessed, in-flight ones finish."""
+        self._stopping = True
+        self.queue.shut_down()
+
+    async def run(self) -> None:
+        """Wait for this controller's informers, then reconcile until stopped or cancelled."""
+        with anyio.move_on_after(self.options.cache_sync_timeout) as scope:
+            for inf in self._informers:
+                await inf.wait_synced()
+        if scope.cancelled_caught:
+            raise CacheSyncError(
+                f"controller {self.name}: caches not synced after "
+                f"{self.options.cache_sync_timeout}s"
+            )
+        self._log.info("starting workers", workers=self.options.max_concurrent_reconciles)
+        async with anyio.create_task_group() as tg:
+            if self._metrics:
+                tg.start_soon(self._metrics.run_unfinished_work_updates, self.queue, self.name)
+            async with anyio.create_task_group() as workers:
+                for _ in range(self.options.max_concurrent_reconciles):
+                    workers.start_soon(self._worker)
+            tg.cancel_scope.cancel()
+        self._log.info("workers stopped")
+
+    async def _worker(self) -> None:
+        while not self._stopping:
+            try:
+                request = await self.queue.get()
+            except QueueShutDown:
+                return
+            try:
+                await self._process(request)
+            finally:
+                self.queue.done(request)
+
+    async def _process(self, request: Request) -> None:
+        m = self._metrics
+        if m:
+            m.active_workers.labels(self.name).inc()
+        start = time.monotonic()
+        reconcile_id = uuid.uuid4().hex
+        with structlog.contextvars.bound_contextvars(
+            controller=self.name,
+            namespace=request.namespace,
+            name=request.name,
+            reconcile_id=reconcile_id,
+        ):
+            outcome = await self._reconcile(request)
+        if m:
+            m.active_workers.labels(self.name).dec()
+            m.reconcile_time_seconds.labels(self.name).observe(time.monotonic() - start)
+            m.reconcile_total.labels(self.name, outcome.value).inc()
+
+    async def _reconcile(self, request: Request) -> ReconcileResult:
+        try:
+            if self.options.reconcile_timeout is not None:
+                with anyio.fail_after(self.options.reconcile_timeout):
+                    result = await self.reconciler.reconcile(request)
+            else:
+                result = await self.reconciler.reconcile(request)
+        except TerminalError as err:
+            if self._metrics:
+                self._metrics.terminal_reconcile_errors_total.labels(self.name).inc()
+                self._metrics.reconcile_errors_total.labels(self.name).inc()
+            self._log.error("reconciler error (terminal, not requeued)", error=str(err))
+            return ReconcileResult.ERROR
+        except Exception as err:
+            self.queue.add_rate_limited(request)
+            if self._metrics:
+                self._metrics.reconcile_errors_total.labels(self.name).inc()
+            self._log.error(
+                "reconciler error",
+                error=f"{type(err).__name__}: {err}",
+                requeues=self.queue.num_requeues(request),
+                exc_info=not isinstance(err, TimeoutError),
+            )
+            return ReconcileResult.ERROR
+        if result.requeue_after:
+            self.queue.forget(request)
+            self.queue.add_after(request, result.requeue_after)
+            return ReconcileResult.REQUEUE_AFTER
+        if result.requeue:
+            self.queue.add_rate_limited(request)
+            return ReconcileResult.REQUEUE
+        self.queue.forget(request)
+        return ReconcileResult.SUCCESS
