@@ -1,0 +1,231 @@
+"""The ``workspace-operator`` command: flags → options → a manager running one controller."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import structlog
+
+from controllers.workspace.model import project
+from controllers.workspace.reconciler import (
+    DEFAULT_PENDING_WARNING_AFTER,
+    WORKSPACE,
+    WorkspaceStatusOptions,
+    WorkspaceStatusReconciler,
+)
+from reconciler import (
+    ApiError,
+    Client,
+    ControllerOptions,
+    InformerOptions,
+    KubeconfigError,
+    LeaderElectionConfig,
+    LeadershipLost,
+    Manager,
+    ManagerOptions,
+    TransportError,
+    configure_logging,
+    resource_version_changed,
+)
+
+CONTROLLER_NAME = "workspace-status"
+LEASE_NAME = "workspace-status-controller.kaito.sh"
+IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+log = structlog.get_logger("controllers.operator")
+
+
+class UsageError(Exception):
+    """The command line or the cluster is not usable; exit non-zero with a message."""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    kubeconfig: str | None
+    namespace: str | None
+    label_selector: str | None
+    leader_elect: bool
+    leader_election_namespace: str | None
+    metrics_bind_address: str
+    health_probe_bind_address: str
+    max_concurrent_reconciles: int
+    pending_warning_after: float
+    graceful_shutdown_timeout: float
+    log_format: str
+    log_level: str
+
+
+def _seconds(text: str) -> float:
+    """'90', '90s', '15m', '1h' → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        value = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 1h)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
+    p = argparse.ArgumentParser(
+        prog="workspace-operator",
+        description="Keeps status.status of KAITO Workspaces in line with their conditions.",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig path (default: $KUBECONFIG, ~/.kube/config, in-cluster)",
+    )
+    p.add_argument("--namespace", default=None, help="watch only this namespace (default: all)")
+    p.add_argument(
+        "--label-selector",
+        default=None,
+        help="only Workspaces matching this selector (shard across deployments)",
+    )
+    p.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run as one of several replicas; only the lease holder writes",
+    )
+    p.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease (default: the pod's namespace)",
+    )
+    p.add_argument("--metrics-bind-address", default=":8080", help='"0" disables')
+    p.add_argument("--health-probe-bind-address", default=":8081", help='"0" disables')
+    p.add_argument("--max-concurrent-reconciles", type=_positive_int, default=1)
+    p.add_argument(
+        "--pending-warning-after",
+        type=_seconds,
+        default=DEFAULT_PENDING_WARNING_AFTER,
+        help="warn (StuckPending Event) after this long in Pending; e.g. 15m",
+    )
+    p.add_argument("--graceful-shutdown-timeout", type=_seconds, default=30.0)
+    p.add_argument("--log-format", choices=["json", "console"], default="json")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    a = p.parse_args(argv)
+    return OperatorConfig(
+        kubeconfig=a.kubeconfig,
+        namespace=a.namespace,
+        label_selector=a.label_selector,
+        leader_elect=a.leader_elect,
+        leader_election_namespace=a.leader_election_namespace,
+        metrics_bind_address=a.metrics_bind_address,
+        health_probe_bind_address=a.health_probe_bind_address,
+        max_concurrent_reconciles=a.max_concurrent_reconciles,
+        pending_warning_after=a.pending_warning_after,
+        graceful_shutdown_timeout=a.graceful_shutdown_timeout,
+        log_format=a.log_format,
+        log_level=a.log_level,
+    )
+
+
+def _lease_namespace(cfg: OperatorConfig) -> str:
+    if cfg.leader_election_namespace:
+        return cfg.leader_election_namespace
+    try:
+        return IN_CLUSTER_NAMESPACE_FILE.read_text().strip()
+    except OSError:
+        raise UsageError(
+            "--leader-elect outside a cluster needs --leader-election-namespace"
+        ) from None
+
+
+async def _check_crd(client: Client) -> None:
+    """Fail fast, with a clear message, when the Workspace CRD is not served."""
+    try:
+        doc = await client.raw("GET", f"/apis/{WORKSPACE.group}/{WORKSPACE.version}")
+    except ApiError as err:
+        raise UsageError(
+            f"the API server does not serve {WORKSPACE.api_version} ({err.status}): "
+            "install the Workspace CRD (kubectl apply -k config/crd)"
+        ) from err
+    if not any(r.get("name") == WORKSPACE.plural for r in doc.get("resources", [])):
+        raise UsageError(f"{WORKSPACE.api_version} does not serve {WORKSPACE.plural}")
+
+
+async def run(cfg: OperatorConfig) -> None:
+    client = await Client.from_config(cfg.kubeconfig, user_agent="workspace-operator")
+    async with client:
+        try:
+            await _check_crd(client)
+        except TransportError as err:
+            raise UsageError(f"cannot reach the API server at {client.host}: {err}") from err
+        le = None
+        if cfg.leader_elect:
+            le = LeaderElectionConfig(lease_name=LEASE_NAME, namespace=_lease_namespace(cfg))
+        mgr = Manager(
+            client,
+            ManagerOptions(
+                metrics_bind_address=cfg.metrics_bind_address,
+                health_probe_bind_address=cfg.health_probe_bind_address,
+                leader_election=le,
+                graceful_shutdown_timeout=cfg.graceful_shutdown_timeout,
+            ),
+        )
+        # Keep only what the state machine reads: a few KiB per cached workspace.
+        mgr.cache.configure(
+            WORKSPACE,
+            InformerOptions(
+                namespace=cfg.namespace, label_selector=cfg.label_selector, transform=project
+            ),
+        )
+        reconciler = WorkspaceStatusReconciler(
+            client,
+            mgr.cache,
+            mgr.event_recorder("workspace-status-controller"),
+            mgr.registry,
+            WorkspaceStatusOptions(pending_warning_after=cfg.pending_warning_after),
+        )
+        (
+            mgr.builder()
+            .for_(WORKSPACE, resource_version_changed())
+            .named(CONTROLLER_NAME)
+            .with_options(
+                ControllerOptions(max_concurrent_reconciles=cfg.max_concurrent_reconciles)
+            )
+            .complete(reconciler)
+        )
+        log.info(
+            "starting",
+            namespace=cfg.namespace or "<all>",
+            label_selector=cfg.label_selector,
+            leader_elect=cfg.leader_elect,
+            pid=os.getpid(),
+        )
+        await mgr.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    configure_logging(cfg.log_format, cfg.log_level)  # type: ignore[arg-type]
+    try:
+        anyio.run(run, cfg, backend="asyncio")
+    except (UsageError, KubeconfigError) as err:
+        log.error(str(err))
+        return 2
+    except LeadershipLost as err:
+        log.error("leader election lost; exiting so a fresh replica can take over", error=str(err))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""The Workspace status reconciler: cache read → pure ``next_state`` → one status write.
+
+It writes exactly one field, ``status.status``, on the status subresource, with
+a merge patch that carries the cached object's resourceVersion. A stale cache
+therefore cannot write a stale state: the API server answers 409 and the
+request is retried at once against the newer object the informer is about to
+deliver. Conditions and every other status field belong to KAITO and are
+never sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from controllers.workspace.fsm import (
+    ConditionSummary,
+    Decision,
+    Deleting,
+    InvalidWorkload,
+    WorkspaceState,
+    is_legal_transition,
+    next_state,
+    pending_blockers,
+)
+from controllers.workspace.model import Workspace, WorkspaceParseError, parse_workspace
+from reconciler import (
+    Client,
+    Conflict,
+    EventRecorder,
+    InformerCache,
+    NotFound,
+    Request,
+    ResourceType,
+    Result,
+)
+
+WORKSPACE = ResourceType("kaito.sh", "v1beta1", "Workspace", "workspaces")
+FIELD_MANAGER = "workspace-status-controller"
+# The proposal's "Pending trap": warn when a workspace has waited this long.
+DEFAULT_PENDING_WARNING_AFTER = 15 * 60.0
+# Pending durations span seconds (already provisioned) to hours (GPU quota).
+PENDING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200)
+
+log = structlog.get_logger("controllers.workspace")
+
+
+@dataclass(frozen=True)
+class WorkspaceStatusOptions:
+    pending_warning_after: float = DEFAULT_PENDING_WARNING_AFTER
+
+
+def _describe(conditions: tuple[ConditionSummary, ...]) -> str:
+    parts = []
+    for c in conditions:
+        reason = c.reason or "no reason given"
+        text = f"{c.type}={c.status} ({reason})" if c.reported else f"{c.type} not reported yet"
+        if c.message:
+            text += f": {c.message[:200]}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+class _StateCollector(Collector):
+    """``kaito_workspace_status_workspaces{state}``: counted from the cache at scrape time."""
+
+    def __init__(self, cache: InformerCache) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "kaito_workspace_status_workspaces",
+            "Workspaces in the cache by status.status ('' when none is written yet).",
+            labels=["state"],
+        )
+        counts: dict[str, int] = {s.value: 0 for s in WorkspaceState}
+        counts[""] = 0
+        for obj in self._cache.list(WORKSPACE):
+            state = (obj.get("status") or {}).get("status") or ""
+            counts[state if state in counts else "<invalid>"] = (
+                counts.get(state if state in counts else "<invalid>", 0) + 1
+            )
+        for state, n in sorted(counts.items()):
+            family.add_metric([state], n)
+        yield family
+
+
+class WorkspaceStatusReconciler:
+    """Keeps ``status.status`` of every Workspace equal to what its conditions imply."""
+
+    def __init__(
+        self,
+        client: Client,
+        cache: InformerCache,
+        recorder: EventRecorder,
+        registry: CollectorRegistry,
+        options: WorkspaceStatusOptions | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._cache = cache
+        self._events = recorder
+        self._options = options or WorkspaceStatusOptions()
+        self._clock = clock
+        self._pending_seconds = Histogram(
+            "kaito_workspace_status_pending_seconds",
+            "Seconds from creation until a workspace first left Pending.",
+            buckets=PENDING_BUCKETS,
+            registry=registry,
+        )
+        registry.register(_StateCollector(cache))
+        # Remembered per object so that a persistent problem is reported once, not on
+        # every reconcile; keyed by request, reset when the object changes or goes away.
+        self._reported: dict[Request, dict[str, str]] = {}
+        self._pruned_at: dict[Request, str] = {}
+
+    async def reconcile(self, request: Request) -> Result:
+        obj = self._cache.get(WORKSPACE, request.name, request.namespace)
+        if obj is None:
+            self._reported.pop(request, None)
+            self._pruned_at.pop(request, None)
+            return Result()
+        try:
+            workspace = parse_workspace(obj)
+        except WorkspaceParseError as err:
+            self._warn_once(request, obj, "InvalidWorkspace", f"cannot read workspace: {err}")
+            return Result()
+        outcome = next_state(workspace)
+        if isinstance(outcome, Deleting):
+            return Result()
+        if isinstance(outcome, InvalidWorkload):
+            self._warn_once(request, obj, "InvalidWorkload", outcome.message)
+            return Result()
+        return await self._apply(request, obj, workspace, outcome)
+
+    async def _apply(
+        self, request: Request, obj: dict[str, Any], ws: Workspace, d: Decision
+    ) -> Result:
+        if d.previous_was_illegal:
+            self._warn_once(
+                request,
+                obj,
+                "IllegalPreviousState",
+                f"status.status {d.raw_previous!r} is not a {d.workload.value} state; "
+                "treating it as unset",
+            )
+        if d.changed:
+            if not is_legal_transition(d.workload, d.previous, d.state):
+                # Unreachable by construction (tests prove the machine stays in the
+                # table); the writer still refuses rather than trusting it.
+                self._warn_once(
+                    request,
+                    obj,
+                    "IllegalTransition",
+                    f"refusing {d.previous} → {d.state} for a {d.workload.value} workspace",
+                )
+                return Result()
+            if self._pruned_at.get(request) == ws.metadata.resource_version:
+                return Result()
+            written = await self._write(request, obj, ws, d)
+            if written is not None:
+                return written
+        if d.state is WorkspaceState.PENDING:
+            return self._check_stuck(request, obj, ws, d)
+        return Result()
+
+    async def _write(
+        self, request: Request, obj: dict[str, Any], ws: Workspace, d: Decision
+    ) -> Result | None:
+        patch = {
+            "metadata": {"resourceVersion": ws.metadata.resource_version},
+            "status": {"status": d.state.value},
+        }
+        try:
+            out = await self._client.patch_status(
+                WORKSPACE,
+                request.name,
+                patch,
+                namespace=request.namespace,
+                field_manager=FIELD_MANAGER,
+            )
+        except Conflict:
+            # Our cached copy is stale; the informer is delivering the newer one.
+            log.debug("stale read, retrying", resource_version=ws.metadata.resource_version)
+            return Result(requeue=True)
+        except NotFound:
+            return Result()
+        if (out.get("status") or {}).get("status") != d.state.value:
+            self._pruned_at[request] = str((out.get("metadata") or {}).get("resourceVersion"))
+            self._warn_once(
+                request,
+                obj,
+                "StatusFieldPruned",
+                "the API server dropped status.status: the installed Workspace CRD has no "
+                "such field (KAITO's own CRD calls it status.state). Install this "
+                "operator's CRD from config/crd to enable it",
+                level="error",
+            )
+            return Result()
+        prev = d.previous.value if d.previous else "none"
+        log.info("state changed", previous=prev, state=d.state.value)
+        message = f"{prev} → {d.state.value}"
+        if d.state in (WorkspaceState.NOT_READY, WorkspaceState.FAILED):
+            cause = _describe(d.blocking) or "no False condition reported"
+            self._events.record(obj, "Warning", d.state.value, f"{message}: {cause}")
+        else:
+            self._events.record(obj, "Normal", "StateChanged", message)
+        if d.previous in (WorkspaceState.PENDING, None) and d.state is not WorkspaceState.PENDING:
+            created = ws.metadata.creation_timestamp
+            if created is not None:
+                self._pending_seconds.observe(max(0.0, self._clock() - created.timestamp()))
+        return None
+
+    def _check_stuck(
+        self, request: Request, obj: dict[str, Any], ws: Workspace, d: Decision
+    ) -> Result:
+        created = ws.metadata.creation_timestamp
+        if created is None:
+            return Result()
+        waited = self._clock() - created.timestamp()
+        limit = self._options.pending_warning_after
+        if waited < limit:
+            return Result(requeue_after=limit - waited)
+        blockers = _describe(pending_blockers(d)) or "no condition explains it"
+        self._warn_once(
+            request,
+            obj,
+            "StuckPending",
+            f"Pending for {_duration(waited)} (warning after {_duration(limit)}); "
+            f"blocked by: {blockers}",
+            key=ws.metadata.uid,
+        )
+        return Result()
+
+    def _warn_once(
+        self,
+        request: Request,
+        obj: dict[str, Any],
+        reason: str,
+        message: str,
+        *,
+        key: str | None = None,
+        level: str = "warning",
+    ) -> None:
+        """One Warning Event (and log line) per object, reason and object version."""
+        marker = key or str((obj.get("metadata") or {}).get("resourceVersion"))
+        seen = self._reported.setdefault(request, {})
+        if seen.get(reason) == marker:
+            return
+        seen[reason] = marker
+        getattr(log, level)(message, reason=reason)
+        self._events.record(obj, "Warning", reason, message)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60}m"

@@ -1,0 +1,331 @@
+"""What the e2e tests share: the operator as a real process, KAITO-shaped workspaces,
+condition writes as KAITO's controller makes them, polling with deadlines, and the
+transition auditor."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import yaml
+
+from controllers.workspace.fsm import LEGAL_STATES, TRANSITIONS, Workload, WorkspaceState
+from reconciler.client import Client
+from reconciler.envtest.controlplane import free_port
+from reconciler.errors import Conflict, Gone, TransportError
+from reconciler.resource import CORE_EVENT, ResourceType
+
+Obj = dict[str, Any]
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "kaito"
+WORKSPACE = ResourceType("kaito.sh", "v1beta1", "Workspace", "workspaces")
+WORKSPACE_V1ALPHA1 = ResourceType("kaito.sh", "v1alpha1", "Workspace", "workspaces")
+
+
+# -- waiting ----------------------------------------------------------------------------
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` until it is true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await anyio.sleep(0.05)
+
+
+async def state_of(k8s: Client, ns: str, name: str) -> str | None:
+    obj = await k8s.get(WORKSPACE, name, ns)
+    return (obj.get("status") or {}).get("status")
+
+
+async def wait_state(k8s: Client, ns: str, name: str, state: str, timeout: float = 20.0) -> None:
+    async def check() -> bool:
+        return await state_of(k8s, ns, name) == state
+
+    await eventually(check, timeout, f"{ns}/{name} to be {state}")
+
+
+async def events_for(k8s: Client, ns: str, name: str) -> list[Obj]:
+    page = await k8s.list(CORE_EVENT, ns, field_selector=f"involvedObject.name={name}")
+    return list(page.get("items") or [])
+
+
+async def wait_event(
+    k8s: Client, ns: str, name: str, reason: str, contains: str = "", timeout: float = 20.0
+) -> Obj:
+    found: list[Obj] = []
+
+    async def check() -> bool:
+        for ev in await events_for(k8s, ns, name):
+            if ev.get("reason") == reason and contains in ev.get("message", ""):
+                found.append(ev)
+                return True
+        return False
+
+    await eventually(check, timeout, f"a {reason} event on {ns}/{name} containing {contains!r}")
+    return found[0]
+
+
+# -- workspaces as users and KAITO write them -------------------------------------------
+def example(file: str) -> Obj:
+    """A KAITO example manifest (the first Workspace in the file)."""
+    for doc in yaml.safe_load_all((FIXTURES / file).read_text()):
+        if doc and doc.get("kind") == "Workspace":
+            return dict(doc)
+    raise ValueError(f"no Workspace in {file}")
+
+
+INFERENCE_EXAMPLE = "kaito_workspace_phi_4_mini.yaml"
+TUNING_EXAMPLE = "kaito_workspace_tuning_phi_3.yaml"
+
+
+async def create_workspace(
+    k8s: Client, ns: str, name: str, file: str = INFERENCE_EXAMPLE, **overrides: Any
+) -> Obj:
+    obj = copy.deepcopy(example(file))
+    obj["metadata"] = {"name": name, "namespace": ns, **overrides.pop("metadata", {})}
+    obj.update(overrides)
+    rt = WORKSPACE_V1ALPHA1 if obj["apiVersion"].endswith("v1alpha1") else WORKSPACE
+    return await k8s.create(rt, obj)
+
+
+def condition(type_: str, status: str, reason: str = "", message: str = "") -> Obj:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason or f"{type_}{status}",
+        "message": message or f"{type_} is {status}",
+        "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+async def set_conditions(k8s: Client, ns: str, name: str, *conditions: Obj) -> Obj:
+    """Replace status.conditions the way KAITO's controller does (status subresource).
+
+    KAITO never sends status.status; a merge patch of conditions leaves it alone.
+    """
+    return await k8s.patch_status(
+        WORKSPACE, name, {"status": {"conditions": list(conditions)}}, namespace=ns
+    )
+
+
+INFERENCE_READY = (
+    condition("ResourceReady", "True", "workspaceResourceStatusSuccess"),
+    condition("InferenceReady", "True", "WorkspaceInferenceStatusSuccess"),
+    condition("WorkspaceSucceeded", "True", "workspaceSucceeded"),
+)
+
+
+# -- the operator as a process ----------------------------------------------------------
+@dataclass
+class Operator:
+    """``python -m controllers`` with the given flags, logging to a file."""
+
+    kubeconfig: Path
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+    health_port: int = 0
+
+    def start(self) -> Operator:
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "controllers",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
+            f"--health-probe-bind-address=127.0.0.1:{self.health_port}",
+            "--log-format=json",
+            *self.args,
+        ]
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+        )
+        return self
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/readyz", timeout=2
+            ) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    async def wait_ready(self, timeout: float = 30.0) -> Operator:
+        async def check() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log()}")
+            return self.ready()
+
+        await eventually(check, timeout, "operator /readyz")
+        return self
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as resp:
+            return str(resp.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            head, _, value = line.rpartition(" ")
+            metric, _, label_text = head.partition("{")
+            if metric != name:
+                continue
+            if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._log.close()
+        return code
+
+
+# -- the transition auditor -------------------------------------------------------------
+@dataclass
+class Transition:
+    namespace: str
+    name: str
+    workload: Workload | None
+    previous: str | None
+    state: str | None
+    legal: bool
+
+
+def _workload(obj: Obj) -> Workload | None:
+    has_i, has_t = obj.get("inference") is not None, obj.get("tuning") is not None
+    if has_i == has_t:
+        return None
+    return Workload.INFERENCE if has_i else Workload.TUNING
+
+
+class TransitionAuditor:
+    """Watches every Workspace and checks each status.status change against the table.
+
+    A change to an illegal value, an edge not in ``TRANSITIONS``, or a state written
+    onto an invalid workload is recorded as illegal. Values written by the test itself
+    (to simulate garbage) are excused with :meth:`expect_external`.
+    """
+
+    def __init__(self, client: Client, namespace: str | None = None) -> None:
+        self._client = client
+        self._namespace = namespace
+        self._last: dict[tuple[str, str], str | None] = {}
+        self._excused: set[tuple[str, str, str]] = set()
+        self.transitions: list[Transition] = []
+        self.events_seen = 0
+
+    def expect_external(self, ns: str, name: str, value: str) -> None:
+        self._excused.add((ns, name, value))
+
+    @property
+    def illegal(self) -> list[Transition]:
+        return [t for t in self.transitions if not t.legal]
+
+    def changes_of(self, ns: str, name: str) -> list[tuple[str | None, str | None]]:
+        return [
+            (t.previous, t.state) for t in self.transitions if (t.namespace, t.name) == (ns, name)
+        ]
+
+    async def run(
+        self,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        items, rv = await self._client.list_all(WORKSPACE, self._namespace)
+        for obj in items:
+            m = obj["metadata"]
+            self._last[(m["namespace"], m["name"])] = (obj.get("status") or {}).get("status")
+        task_status.started()
+        while True:
+            try:
+                async with self._client.watch(
+                    WORKSPACE, self._namespace, resource_version=rv, idle_timeout=30
+                ) as events:
+                    async for ev in events:
+                        rv = ev.object["metadata"].get("resourceVersion", rv)
+                        if ev.type in ("ADDED", "MODIFIED"):
+                            self._observe(ev.object)
+                        elif ev.type == "DELETED":
+                            m = ev.object["metadata"]
+                            self._last.pop((m["namespace"], m["name"]), None)
+            except Gone:
+                # Relist: compare what we hold with the current states.
+                items, rv = await self._client.list_all(WORKSPACE, self._namespace)
+                for obj in items:
+                    self._observe(obj)
+            except (TimeoutError, TransportError, Conflict):
+                await anyio.sleep(0.2)
+
+    def _observe(self, obj: Obj) -> None:
+        self.events_seen += 1
+        m = obj["metadata"]
+        key = (m["namespace"], m["name"])
+        state = (obj.get("status") or {}).get("status")
+        known = key in self._last
+        previous = self._last.get(key)
+        self._last[key] = state
+        if previous == state or (not known and state is None):
+            return
+        workload = _workload(obj)
+        legal = self._legal(key, workload, previous, state)
+        self.transitions.append(Transition(key[0], key[1], workload, previous, state, legal))
+
+    def _legal(
+        self, key: tuple[str, str], workload: Workload | None, prev: str | None, state: str | None
+    ) -> bool:
+        if state is not None and (key[0], key[1], state) in self._excused:
+            return True
+        if state is None or workload is None:
+            return prev == state
+        try:
+            new = WorkspaceState(state)
+        except ValueError:
+            return False
+        old: WorkspaceState | None
+        try:
+            old = WorkspaceState(prev) if prev is not None else None
+        except ValueError:
+            old = None
+        if old is not None and old not in LEGAL_STATES[workload]:
+            old = None
+        return (old, new) in TRANSITIONS[workload]
