@@ -73,8 +73,12 @@ class FaultProxy:
             async with client, upstream, anyio.create_task_group() as tg:
 
                 async def pump(src: SocketStream, dst: SocketStream) -> None:
-                    with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError,
-                                             anyio.ClosedResourceError, OSError):
+                    with contextlib.suppress(
+                        anyio.EndOfStream,
+                        anyio.BrokenResourceError,
+                        anyio.ClosedResourceError,
+                        OSError,
+                    ):
                         while True:
                             data = await src.receive(_CHUNK)
                             if conn in self._frozen:

@@ -118,7 +118,8 @@ async def test_relists_on_410_and_converges(
     await cm(k8s, namespace, "doomed")
     # ConfigMaps bypass the watch cache here, so a compacted RV is a real 410 from etcd.
     inf = Informer(
-        proxied, CONFIG_MAP,
+        proxied,
+        CONFIG_MAP,
         InformerOptions(namespace=namespace, backoff_initial=0.2, backoff_max=0.5),
     )
     async with anyio.create_task_group() as tg:
@@ -168,7 +169,8 @@ async def test_survives_apiserver_restart(
     if control_plane is None:
         pytest.skip("needs the local control plane")
     inf = Informer(
-        k8s, CONFIG_MAP,
+        k8s,
+        CONFIG_MAP,
         InformerOptions(namespace=namespace, backoff_initial=0.2, backoff_max=1.0),
     )
     async with anyio.create_task_group() as tg:
