@@ -33,6 +33,7 @@ from reconciler import (
     configure_logging,
     resource_version_changed,
 )
+from reconciler.informer import WATCH_IDLE_TIMEOUT
 
 CONTROLLER_NAME = "workspace-status"
 LEASE_NAME = "workspace-status-controller.kaito.sh"
@@ -57,6 +58,7 @@ class OperatorConfig:
     max_concurrent_reconciles: int
     pending_warning_after: float
     graceful_shutdown_timeout: float
+    watch_idle_timeout: float
     log_format: str
     log_level: str
 
@@ -116,6 +118,12 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         help="warn (StuckPending Event) after this long in Pending; e.g. 15m",
     )
     p.add_argument("--graceful-shutdown-timeout", type=_seconds, default=30.0)
+    p.add_argument(
+        "--watch-idle-timeout",
+        type=_seconds,
+        default=WATCH_IDLE_TIMEOUT,
+        help="reopen a watch that delivered nothing (not even a bookmark) this long",
+    )
     p.add_argument("--log-format", choices=["json", "console"], default="json")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     a = p.parse_args(argv)
@@ -130,6 +138,7 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         max_concurrent_reconciles=a.max_concurrent_reconciles,
         pending_warning_after=a.pending_warning_after,
         graceful_shutdown_timeout=a.graceful_shutdown_timeout,
+        watch_idle_timeout=a.watch_idle_timeout,
         log_format=a.log_format,
         log_level=a.log_level,
     )
@@ -182,7 +191,10 @@ async def run(cfg: OperatorConfig) -> None:
         mgr.cache.configure(
             WORKSPACE,
             InformerOptions(
-                namespace=cfg.namespace, label_selector=cfg.label_selector, transform=project
+                namespace=cfg.namespace,
+                label_selector=cfg.label_selector,
+                transform=project,
+                watch_idle_timeout=cfg.watch_idle_timeout,
             ),
         )
         reconciler = WorkspaceStatusReconciler(
