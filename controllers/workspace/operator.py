@@ -21,6 +21,7 @@ from controllers.workspace.reconciler import (
 )
 from reconciler import (
     ApiError,
+    CacheSyncError,
     Client,
     ControllerOptions,
     InformerOptions,
@@ -33,6 +34,7 @@ from reconciler import (
     configure_logging,
     resource_version_changed,
 )
+from reconciler.cache import CacheSyncTimeout
 from reconciler.informer import WATCH_IDLE_TIMEOUT
 
 CONTROLLER_NAME = "workspace-status"
@@ -223,19 +225,39 @@ async def run(cfg: OperatorConfig) -> None:
         await mgr.run()
 
 
+def _root(exc: BaseException) -> BaseException:
+    """The single cause inside (nested) task-group exception groups, if there is one."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_args(argv)
     configure_logging(cfg.log_format, cfg.log_level)  # type: ignore[arg-type]
     try:
         anyio.run(run, cfg, backend="asyncio")
-    except (UsageError, KubeconfigError) as err:
-        log.error(str(err))
-        return 2
-    except LeadershipLost as err:
-        log.error("leader election lost; exiting so a fresh replica can take over", error=str(err))
-        return 1
     except KeyboardInterrupt:
         return 130
+    except BaseException as group:
+        err = _root(group)
+        if isinstance(err, UsageError | KubeconfigError):
+            log.error(str(err))
+            return 2
+        if isinstance(err, LeadershipLost):
+            log.error(
+                "leader election lost; exiting so a fresh replica can take over", error=str(err)
+            )
+            return 1
+        if isinstance(err, CacheSyncError | CacheSyncTimeout):
+            log.error("caches did not sync; is the API server reachable?", error=str(err))
+            return 1
+        if isinstance(err, KeyboardInterrupt):
+            return 130
+        if isinstance(err, SystemExit):
+            raise
+        log.exception("operator failed", error=f"{type(err).__name__}: {err}")
+        return 1
     return 0
 
 

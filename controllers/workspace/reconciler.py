@@ -202,6 +202,7 @@ class WorkspaceStatusReconciler:
                 "the API server dropped status.status: the installed Workspace CRD has no "
                 "such field (KAITO's own CRD calls it status.state). Install this "
                 "operator's CRD from config/crd to enable it",
+                key=ws.metadata.uid,
                 level="error",
             )
             return Result()
