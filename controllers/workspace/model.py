@@ -20,6 +20,7 @@ types, where both are pointers and "set" means non-nil.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -202,12 +203,23 @@ _CONDITION_FIELDS = (
 )
 
 
-def _keep(value: Any, fields: tuple[str, ...]) -> Any:
+def _keep(value: Any, fields: tuple[str, ...], *, share: bool = False) -> Any:
     # A value of the wrong shape is passed through untouched so that parsing the
     # projection fails exactly when parsing the original does.
     if not isinstance(value, Mapping):
         return value
+    if share:
+        return {key: _shared(value[key]) for key in fields if key in value}
     return {key: value[key] for key in fields if key in value}
+
+
+def _shared(value: Any) -> Any:
+    """One copy per process of a repeated string (condition types, reasons, messages,
+    timestamps): thousands of cached workspaces carry the same few dozen values."""
+    return sys.intern(value) if isinstance(value, str) and len(value) <= _SHARE_MAX else value
+
+
+_SHARE_MAX = 512
 
 
 def project(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,17 +233,26 @@ def project(obj: Mapping[str, Any]) -> dict[str, Any]:
     `parse_workspace(project(x)) == parse_workspace(x)`, including failing alike.
     Never raises.
     """
-    projected: dict[str, Any] = {key: obj[key] for key in ("apiVersion", "kind") if key in obj}
+    projected: dict[str, Any] = {
+        key: _shared(obj[key]) for key in ("apiVersion", "kind") if key in obj
+    }
     if "metadata" in obj:
-        projected["metadata"] = _keep(obj["metadata"], _METADATA_FIELDS)
+        meta = _keep(obj["metadata"], _METADATA_FIELDS)
+        if isinstance(meta, dict):
+            for key in ("namespace", "creationTimestamp"):
+                if key in meta:
+                    meta[key] = _shared(meta[key])
+        projected["metadata"] = meta
     for workload in ("inference", "tuning"):
         if obj.get(workload) is not None:
             projected[workload] = {}
     if "resource" in obj:
-        projected["resource"] = _keep(obj["resource"], _RESOURCE_FIELDS)
+        projected["resource"] = _keep(obj["resource"], _RESOURCE_FIELDS, share=True)
     if "status" in obj:
-        status = _keep(obj["status"], _STATUS_FIELDS)
+        status = _keep(obj["status"], _STATUS_FIELDS, share=True)
         if isinstance(status, dict) and isinstance(status.get("conditions"), list):
-            status["conditions"] = [_keep(c, _CONDITION_FIELDS) for c in status["conditions"]]
+            status["conditions"] = [
+                _keep(c, _CONDITION_FIELDS, share=True) for c in status["conditions"]
+            ]
         projected["status"] = status
     return projected
