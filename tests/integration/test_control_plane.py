@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
+from pathlib import Path
 
 import anyio
 import pytest
@@ -146,3 +147,28 @@ def test_apiserver_metrics_reachable(control_plane: ControlPlane | None) -> None
         json.loads(control_plane.kubectl("get", "ns", "default", "-o", "json"))["metadata"]["name"]
         == "default"
     )
+
+
+def test_up_is_idempotent_and_down_leaves_nothing_behind(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    from reconciler.envtest.controlplane import _alive
+    from reconciler.envtest.settings import EXISTING_KUBECONFIG_ENV, assets_dir
+
+    if os.environ.get(EXISTING_KUBECONFIG_ENV):
+        pytest.skip("needs the local control plane")
+    plane = ControlPlane(assets_dir(), tmp_path / "plane")
+    plane.start()
+    pids = (plane.state.etcd_pid, plane.state.apiserver_pid)
+    ports = (plane.state.etcd_port, plane.state.apiserver_port)
+    again = ControlPlane(assets_dir(), tmp_path / "plane")
+    again.start()  # reuses the running plane
+    assert (again.state.etcd_pid, again.state.apiserver_pid) == pids
+    again.stop()
+    assert not _alive(pids[0], "etcd")
+    assert not _alive(pids[1], "kube-apiserver")
+    for port in ports:
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still listening"
+    assert not (tmp_path / "plane" / "etcd-data").exists()
