@@ -30,7 +30,7 @@ T = TypeVar("T", bound=Hashable)
 
 
 # Named like asyncio.QueueShutDown (Python 3.13), which means the same thing.
-class QueueShutDown(Exception):  # noqa: N818
+class QueueShutDown(Exception):
     """Raised by :meth:`RateLimitingQueue.get` once the queue is shut down and empty."""
 
 

@@ -43,7 +43,7 @@ async def events_about(k8s: Client, namespace: str, name: str) -> list[Obj]:
 async def eventually(check: Callable[[], bool]) -> None:
     """Poll the recorder's counters (its observable outcome) until ``check`` holds."""
     with anyio.fail_after(DEADLINE):
-        while not check():  # noqa: ASYNC110
+        while not check():
             await anyio.sleep(0.02)
 
 

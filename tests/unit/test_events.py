@@ -74,7 +74,7 @@ async def drain(recorder: EventRecorder, api: FakeEventAPI, total: int) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(recorder.run)
             # Counters are the recorder's observable outcome; there is no event to wait on.
-            while s.sent + s.aggregated + s.failed < total:  # noqa: ASYNC110
+            while s.sent + s.aggregated + s.failed < total:
                 await anyio.sleep(0.001)
             tg.cancel_scope.cancel()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -86,7 +87,7 @@ def test_exponential_is_min_of_doubling_and_cap(base: float, cap: float, failure
     limiter: ItemExponentialFailureRateLimiter[int] = ItemExponentialFailureRateLimiter(base, cap)
     delays = [limiter.when(0) for _ in range(failures)]
     assert delays == pytest.approx([min(base * 2**n, cap) for n in range(failures)])
-    assert all(a <= b for a, b in zip(delays, delays[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(delays))
 
 
 def test_exponential_rejects_negative_delays() -> None:
@@ -170,7 +171,7 @@ def test_bucket_never_grants_more_than_burst_plus_refill(
     for k, ready in enumerate(ready_times):
         assert ready >= (k + 1 - burst) / qps - 1e-9
     # Reservations are honoured in order: a later call never gets an earlier token.
-    assert all(a <= b + 1e-9 for a, b in zip(ready_times, ready_times[1:], strict=False))
+    assert all(a <= b + 1e-9 for a, b in itertools.pairwise(ready_times))
 
 
 # -- max-of and the default ---------------------------------------------------------------
