@@ -471,3 +471,43 @@ async def test_bad_kubeconfig_fails_clearly(
     code = await anyio.to_thread.run_sync(lambda: op.proc.wait(30) if op.proc else None)
     assert code == 2
     assert "cannot load cluster configuration" in op.log()
+
+
+TUNING_PHASES = {
+    "Running": (condition("JobStarted", "True", "WorkspaceTuningJobStatusStarted"),),
+    "Succeeded": (
+        condition("JobStarted", "True", "WorkspaceTuningJobStatusStarted"),
+        condition("WorkspaceSucceeded", "True", "workspaceSucceeded"),
+    ),
+    "Failed": (
+        condition("JobStarted", "False", "WorkspaceTuningJobStatusFailed"),
+        condition("WorkspaceSucceeded", "False", "workspaceFailed"),
+    ),
+}
+
+
+@pytest.mark.parametrize("phase", sorted(TUNING_PHASES))
+async def test_tuning_first_write_can_be_any_phase(
+    k8s: Client,
+    namespace: str,
+    start_operator: OperatorFactory,
+    auditor: TransitionAuditor,
+    phase: str,
+) -> None:
+    # The operator starts after the job has already progressed.
+    await create_workspace(k8s, namespace, "t", TUNING_EXAMPLE)
+    await set_conditions(k8s, namespace, "t", *TUNING_PHASES[phase])
+    await start_operator(f"--namespace={namespace}").wait_ready()
+    await wait_state(k8s, namespace, "t", phase)
+    assert auditor.changes_of(namespace, "t") == [(None, phase)]
+
+
+async def test_pending_tuning_can_succeed_directly(
+    k8s: Client, namespace: str, start_operator: OperatorFactory, auditor: TransitionAuditor
+) -> None:
+    await start_operator(f"--namespace={namespace}").wait_ready()
+    await create_workspace(k8s, namespace, "t", TUNING_EXAMPLE)
+    await wait_state(k8s, namespace, "t", "Pending")
+    await set_conditions(k8s, namespace, "t", *TUNING_PHASES["Succeeded"][1:])
+    await wait_state(k8s, namespace, "t", "Succeeded")
+    assert auditor.changes_of(namespace, "t") == [(None, "Pending"), ("Pending", "Succeeded")]
