@@ -176,6 +176,7 @@ class EventRecorder:
         self.stats = EventRecorderStats()
         self._queue: deque[_Occurrence] = deque()
         self._wakeup: anyio.Event | None = None  # created by run(): needs an event loop
+        self._idle: anyio.Event | None = None  # set while run() has nothing to write
         self._buckets: OrderedDict[tuple[str, ...], _TokenBucket] = OrderedDict()
         self._series: OrderedDict[tuple[str, ...], _Series] = OrderedDict()
         self._logged_failures: set[tuple[str, str]] = set()
@@ -229,13 +230,25 @@ class EventRecorder:
     async def run(self) -> None:
         """Write queued occurrences until cancelled (what is still queued then is lost)."""
         self._wakeup = anyio.Event()
+        self._idle = anyio.Event()
         while True:
             # Invariant: an occurrence appended after the queue was seen empty has set
             # the current wakeup event, so waiting on it cannot miss work.
             while self._queue:
+                if self._idle.is_set():
+                    self._idle = anyio.Event()
                 await self._write(self._queue.popleft())
+            self._idle.set()
             await self._wakeup.wait()
             self._wakeup = anyio.Event()
+
+    async def flush(self) -> None:
+        """Wait until everything recorded so far is written (for graceful shutdown).
+
+        Bound it with a timeout: a write may hang as long as the request timeout.
+        """
+        while self._idle is not None and (self._queue or not self._idle.is_set()):
+            await self._idle.wait()
 
     # -- internals ----------------------------------------------------------------------
     def _allow(self, ref: Obj, now: float) -> bool:

@@ -34,6 +34,7 @@ log = structlog.get_logger("reconciler.manager")
 DEFAULT_METRICS_BIND_ADDRESS = ":8080"
 DEFAULT_HEALTH_PROBE_BIND_ADDRESS = ":8081"
 DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT = 30.0
+EVENT_FLUSH_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,11 @@ class Manager:
                 await self._controllers_done.wait()
             if scope.cancelled_caught:
                 log.warning("graceful shutdown timed out; cancelling in-flight reconciles")
+            # Events the last reconciles recorded are worth a moment: they tell users
+            # what happened just before the restart.
+            with anyio.move_on_after(EVENT_FLUSH_TIMEOUT):
+                for rec in self._recorders.values():
+                    await rec.flush()
             tg.cancel_scope.cancel()
         log.info("stopped")
 

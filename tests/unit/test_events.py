@@ -219,3 +219,18 @@ def test_configuration_is_checked() -> None:
         EventRecorder(FakeEventAPI(), "")
     with pytest.raises(ValueError, match="buffer_size"):
         EventRecorder(FakeEventAPI(), "c", buffer_size=0)
+
+
+async def test_flush_waits_until_everything_recorded_is_written() -> None:
+    api = FakeEventAPI()
+    recorder = EventRecorder(api, "test")
+    await recorder.flush()  # not running: nothing to wait for
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(recorder.run)
+            for i in range(5):
+                recorder.record(pod(f"p{i}", uid=f"u{i}"), "Normal", "Flushed", "m")
+            await recorder.flush()
+            assert recorder.stats.sent == 5
+            assert len(api.events) == 5
+            tg.cancel_scope.cancel()
