@@ -228,6 +228,7 @@ async def test_flush_waits_until_everything_recorded_is_written() -> None:
     with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tg:
             tg.start_soon(recorder.run)
+            await anyio.lowlevel.checkpoint()  # let run() start
             for i in range(5):
                 recorder.record(pod(f"p{i}", uid=f"u{i}"), "Normal", "Flushed", "m")
             await recorder.flush()
