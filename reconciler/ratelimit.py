@@ -35,7 +35,7 @@ _T_contra = TypeVar("_T_contra", bound=Hashable, contravariant=True)
 DEFAULT_EXPONENTIAL_BASE_DELAY = 0.005
 """First retry delay of a failing item (seconds); doubles with every further failure."""
 DEFAULT_EXPONENTIAL_MAX_DELAY = 1000.0
-"""Ceiling of the per-item backoff (seconds); reached from the 18th consecutive failure."""
+"""Ceiling of the per-item backoff (seconds); every retry after 18 failures waits this."""
 DEFAULT_BUCKET_QPS = 10.0
 """Overall retry rate across all items once the burst is spent (retries per second)."""
 DEFAULT_BUCKET_BURST = 100
@@ -62,8 +62,8 @@ class ItemExponentialFailureRateLimiter(Generic[T]):
     """Per-item backoff: ``base_delay * 2**failures``, capped at ``max_delay``.
 
     The n-th call of :meth:`when` for an item (counting from 0) returns
-    ``min(base_delay * 2**n, max_delay)``; with the defaults that is 5 ms, 10 ms, 20 ms, …
-    and 1000 s from the 18th failure on. Failure counts live until :meth:`forget`.
+    ``min(base_delay * 2**n, max_delay)``; with the defaults that is 5 ms, 10 ms, 20 ms, …,
+    655.36 s for n = 17, and 1000 s from n = 18 on. Counts live until :meth:`forget`.
     """
 
     def __init__(

@@ -75,7 +75,7 @@ class _NoMetrics:
 class RateLimitingQueue(Generic[T]):
     """A deduplicating FIFO work queue with delayed and rate-limited adds.
 
-    Invariants, true whenever no method of the queue is running:
+    Invariants, holding between calls and at every await inside them:
 
     1. Every queued item is dirty and not processing, and is queued once.
     2. Every dirty item that is not processing is queued. (With 1: queued = dirty -
@@ -114,6 +114,7 @@ class RateLimitingQueue(Generic[T]):
         self._dirty: set[T] = set()
         # Item -> clock time at which it was handed out.
         self._processing: dict[T, float] = {}
+        # Delayed item -> earliest ready time (invariant 5).
         self._waiting: dict[T, float] = {}
         # (ready_at, insertion number, item); the number keeps items from being compared.
         self._delay_heap: list[tuple[float, int, T]] = []
@@ -178,7 +179,8 @@ class RateLimitingQueue(Generic[T]):
 
         Raises :class:`QueueShutDown` once the queue is shut down and empty.
         """
-        # The only checkpoint before an item is taken: a cancelled get() never loses one.
+        # Checkpoints come only before an item is taken (here and while waiting), never
+        # after: a cancelled get() cannot lose an item.
         await anyio.lowlevel.checkpoint()
         while True:
             self._promote_ready()

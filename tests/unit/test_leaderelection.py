@@ -276,7 +276,7 @@ async def test_renews_every_retry_period_keeping_acquire_time() -> None:
             await started.wait()
             first = dict(api.spec())
             # Polls the fake's call log, which has no event to wait on.
-            while sum(verb == "replace" for verb, _ in api.calls) < 3:  # noqa: ASYNC110
+            while sum(verb == "replace" for verb, _ in api.calls) < 3:
                 await anyio.sleep(0.02)
             renewed = dict(api.spec())
             tg.cancel_scope.cancel()

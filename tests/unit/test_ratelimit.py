@@ -42,10 +42,10 @@ def test_exponential_doubles_from_5ms() -> None:
     assert limiter.num_requeues("a") == 5
 
 
-def test_exponential_caps_at_1000s_from_the_18th_failure() -> None:
+def test_exponential_caps_at_1000s_after_18_failures() -> None:
     limiter: ItemExponentialFailureRateLimiter[str] = ItemExponentialFailureRateLimiter()
     delays = [limiter.when("a") for _ in range(20)]
-    # Failures 0..17 double: the 18th (index 17) is 5 ms * 2**17 = 655.36 s.
+    # The call after 17 failures waits 5 ms * 2**17 = 655.36 s; after 18, the cap.
     assert delays[17] == pytest.approx(655.36)
     assert delays[18] == 1000.0
     assert delays[19] == 1000.0

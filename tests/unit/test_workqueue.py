@@ -551,7 +551,7 @@ class QueueModel:
     def rate_limit_delay(self, key: str) -> float:
         failures = self.failures.get(key, 0)
         self.failures[key] = failures + 1
-        return min(1.0 * 2**failures, 8.0)
+        return min(2.0**failures, 8.0)
 
     def promote(self) -> None:
         for key, ready in sorted(self.waiting.items(), key=lambda kv: kv[1]):
@@ -634,10 +634,37 @@ async def _check_against_model(operations: list[tuple[object, ...]]) -> None:
         item = await get(queue)
         handed_out.append(item)
         queue.done(item)
+        assert len(handed_out) <= len(expected), f"handed out more than once: {handed_out}"
     assert sorted(handed_out) == sorted(expected)
     queue.shut_down()
     with pytest.raises(QueueShutDown):
         await get(queue)
+
+
+@given(
+    delays=st.lists(st.integers(min_value=1, max_value=20), min_size=1, max_size=8),
+    processing_time=st.integers(min_value=0, max_value=3),
+)
+def test_repeated_add_after_fires_once_at_the_earliest_time(
+    delays: list[int], processing_time: int
+) -> None:
+    anyio.run(_collect_firings, delays, processing_time)
+
+
+async def _collect_firings(delays: list[int], processing_time: int) -> None:
+    clock = FakeClock(0.0)
+    queue = make_queue(clock)
+    for delay in delays:
+        queue.add_after("a", delay)
+    fired_at: list[float] = []
+    for _ in range(25):
+        clock.advance(1)
+        if len(queue):
+            fired_at.append(clock.now)
+            await get(queue)
+            clock.advance(processing_time)
+            queue.done("a")
+    assert fired_at == [min(delays)]
 
 
 @settings(max_examples=100, deadline=None)
