@@ -65,6 +65,7 @@ class Manager:
         self._shutdown_requested = False
         self._controllers_done: anyio.Event | None = None
         self._elector: LeaderElector | None = None
+        self._controllers_started = False
         self.ports: dict[str, int] = {}
 
     # -- wiring -------------------------------------------------------------------------
@@ -116,7 +117,9 @@ class Manager:
             for c in self._controllers:
                 c.stop()
             with anyio.move_on_after(self.options.graceful_shutdown_timeout) as scope:
-                await self._controllers_done.wait()
+                # A standby (or a manager still syncing) has no reconciles in flight.
+                if self._controllers_started:
+                    await self._controllers_done.wait()
             if scope.cancelled_caught:
                 log.warning("graceful shutdown timed out; cancelling in-flight reconciles")
             # Events the last reconciles recorded are worth a moment: they tell users
@@ -148,6 +151,7 @@ class Manager:
                 self._controllers_done.set()
 
     async def _run_controllers(self) -> None:
+        self._controllers_started = True
         async with anyio.create_task_group() as tg:
             for c in self._controllers:
                 tg.start_soon(c.run, name=f"controller {c.name}")
