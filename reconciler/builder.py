@@ -78,6 +78,8 @@ class Builder:
         name = self._name or (self._for.resource.kind.lower() if self._for else None)
         if not name:
             raise BuilderError("a controller without for_() needs named()")
+        if any(c.name == name for c in self._manager.controllers):
+            raise BuilderError(f"controller name {name!r} is already used")
         controller = Controller(name, reconciler, self._options, metrics=self._manager.metrics)
         for w in watches:
             informer = self._manager.cache.informer_for(w.resource)

@@ -123,6 +123,8 @@ class Controller:
             except QueueShutDown:
                 return
             try:
+                if self._stopping:  # woken for an item just as stop() was called
+                    return
                 await self._process(request)
             finally:
                 self.queue.done(request)
@@ -133,15 +135,18 @@ class Controller:
             m.active_workers.labels(self.name).inc()
         start = time.monotonic()
         reconcile_id = uuid.uuid4().hex
-        with structlog.contextvars.bound_contextvars(
-            controller=self.name,
-            namespace=request.namespace,
-            name=request.name,
-            reconcile_id=reconcile_id,
-        ):
-            outcome = await self._reconcile(request)
+        try:
+            with structlog.contextvars.bound_contextvars(
+                controller=self.name,
+                namespace=request.namespace,
+                name=request.name,
+                reconcile_id=reconcile_id,
+            ):
+                outcome = await self._reconcile(request)
+        finally:
+            if m:
+                m.active_workers.labels(self.name).dec()
         if m:
-            m.active_workers.labels(self.name).dec()
             m.reconcile_time_seconds.labels(self.name).observe(time.monotonic() - start)
             m.reconcile_total.labels(self.name, outcome.value).inc()
 
@@ -152,22 +157,14 @@ class Controller:
                     result = await self.reconciler.reconcile(request)
             else:
                 result = await self.reconciler.reconcile(request)
-        except TerminalError as err:
+        except Exception as caught:
+            err = _terminal(caught)
+            if err is None:
+                return self._retry(request, caught)
             if self._metrics:
                 self._metrics.terminal_reconcile_errors_total.labels(self.name).inc()
                 self._metrics.reconcile_errors_total.labels(self.name).inc()
             self._log.error("reconciler error (terminal, not requeued)", error=str(err))
-            return ReconcileResult.ERROR
-        except Exception as err:
-            self.queue.add_rate_limited(request)
-            if self._metrics:
-                self._metrics.reconcile_errors_total.labels(self.name).inc()
-            self._log.error(
-                "reconciler error",
-                error=f"{type(err).__name__}: {err}",
-                requeues=self.queue.num_requeues(request),
-                exc_info=not isinstance(err, TimeoutError),
-            )
             return ReconcileResult.ERROR
         if result.requeue_after:
             self.queue.forget(request)
@@ -178,3 +175,27 @@ class Controller:
             return ReconcileResult.REQUEUE
         self.queue.forget(request)
         return ReconcileResult.SUCCESS
+
+    def _retry(self, request: Request, err: Exception) -> ReconcileResult:
+        self.queue.add_rate_limited(request)
+        if self._metrics:
+            self._metrics.reconcile_errors_total.labels(self.name).inc()
+        self._log.error(
+            "reconciler error",
+            error=f"{type(err).__name__}: {err}",
+            requeues=self.queue.num_requeues(request),
+            exc_info=not isinstance(err, TimeoutError),
+        )
+        return ReconcileResult.ERROR
+
+
+def _terminal(err: BaseException) -> TerminalError | None:
+    """The TerminalError in ``err``, also when a task group wrapped it (like errors.Is)."""
+    if isinstance(err, TerminalError):
+        return err
+    if isinstance(err, BaseExceptionGroup):
+        for inner in err.exceptions:
+            found = _terminal(inner)
+            if found is not None:
+                return found
+    return None

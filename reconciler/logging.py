@@ -13,7 +13,8 @@ import structlog
 LogFormat = Literal["json", "console"]
 
 _SECRET_KEY = re.compile(
-    r"(token|authorization|password|passwd|secret|credential|client[-_]?key|cert(ificate)?[-_]?data|bearer)",
+    r"(token|authorization|password|passwd|secret|credential|client[-_]?key|private[-_]?key"
+    r"|api[-_]?key|cert(ificate)?[-_]?data|bearer)",
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9\-._~+/]+=*")

@@ -90,7 +90,9 @@ class Manager:
 
     @property
     def is_leader(self) -> bool:
-        return self._elector.is_leader if self._elector else True
+        if self.options.leader_election is None:
+            return True
+        return self._elector is not None and self._elector.is_leader
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does)."""
@@ -100,6 +102,15 @@ class Manager:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def run(self) -> None:
+        """Run until shut down; raises ``LeadershipLost`` (unwrapped) if the lease is lost."""
+        try:
+            await self._run()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _run(self) -> None:
         self._shutdown = anyio.Event()
         self._controllers_done = anyio.Event()
         if self._shutdown_requested:
