@@ -23,10 +23,14 @@ import aiohttp
 import anyio
 import orjson
 import yaml
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.config.config_exception import ConfigException
 
+from reconciler._kubeconfig import (
+    ConfigException,
+    Configuration,
+    RESTClientObject,
+    load_incluster_config,
+    load_kube_config,
+)
 from reconciler.errors import TransportError, error_from_status
 from reconciler.resource import ResourceType
 
@@ -67,15 +71,18 @@ class Client:
 
     def __init__(
         self,
-        api_client: k8s_client.ApiClient,
+        configuration: Configuration,
         *,
         user_agent: str = "reconciler",
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         observer: RequestObserver | None = None,
     ) -> None:
-        self._api = api_client
-        self._host = str(api_client.configuration.host).rstrip("/")
+        self._configuration = configuration
+        # kubernetes_asyncio's transport: an aiohttp session with the kubeconfig's TLS
+        # settings (CA, client certificate, server name).
+        self._rest = RESTClientObject(configuration)
+        self._host = str(configuration.host).rstrip("/")
         self._user_agent = user_agent
         self._timeout = request_timeout
         self._connect_timeout = connect_timeout
@@ -86,17 +93,15 @@ class Client:
         cls, kubeconfig: str | None = None, context: str | None = None, **kwargs: Any
     ) -> Client:
         """From a kubeconfig path, else $KUBECONFIG / ~/.kube/config, else in-cluster."""
-        configuration = k8s_client.Configuration()
+        configuration = Configuration()
         try:
             if kubeconfig is None:
                 try:
-                    await k8s_config.load_kube_config(
-                        context=context, client_configuration=configuration
-                    )
+                    await load_kube_config(context=context, client_configuration=configuration)
                 except (ConfigException, FileNotFoundError, TypeError):
-                    k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                    load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             else:
-                await k8s_config.load_kube_config(
+                await load_kube_config(
                     config_file=kubeconfig, context=context, client_configuration=configuration
                 )
         except (ConfigException, OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as err:
@@ -104,14 +109,14 @@ class Client:
             raise KubeconfigError(f"cannot load cluster configuration from {where}: {err}") from err
         if not configuration.verify_ssl:
             raise KubeconfigError("TLS verification is disabled in the kubeconfig; refusing")
-        return cls(k8s_client.ApiClient(configuration), **kwargs)
+        return cls(configuration, **kwargs)
 
     @property
     def host(self) -> str:
         return self._host
 
     async def close(self) -> None:
-        await self._api.close()
+        await self._rest.close()
 
     async def __aenter__(self) -> Client:
         return self
@@ -373,8 +378,9 @@ class Client:
         }
         # Bearer tokens (static, exec plugin or the rotated in-cluster file)
         # come from kubernetes_asyncio's configuration; never logged.
-        await self._api.update_params_for_auth(headers, [], ["BearerToken"])
-        session: aiohttp.ClientSession = self._api.rest_client.pool_manager
+        for auth in (await self._configuration.auth_settings()).values():
+            headers[auth["key"]] = auth["value"]
+        session: aiohttp.ClientSession = self._rest.pool_manager
         start = time.monotonic()
         code = 0
         try:
@@ -385,7 +391,7 @@ class Client:
                 data=data,
                 headers=headers,
                 timeout=timeout,
-                server_hostname=self._api.rest_client.server_hostname,
+                server_hostname=self._rest.server_hostname,
             )
             code = resp.status
             return resp

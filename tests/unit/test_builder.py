@@ -12,8 +12,8 @@ from typing import Any
 
 import anyio
 import pytest
-from kubernetes_asyncio import client as k8s_client
 
+from reconciler._kubeconfig import Configuration
 from reconciler.builder import BuilderError
 from reconciler.client import Client
 from reconciler.controller import Controller, ControllerOptions
@@ -34,7 +34,7 @@ class Noop:
 @pytest.fixture
 async def mgr() -> AsyncIterator[Manager]:
     # Port 9 (discard): nothing is ever sent, the manager is never run.
-    client = Client(k8s_client.ApiClient(k8s_client.Configuration(host="https://127.0.0.1:9")))
+    client = Client(Configuration(host="https://127.0.0.1:9"))
     try:
         yield Manager(client, ManagerOptions(handle_signals=False))
     finally:
