@@ -15,6 +15,17 @@ from reconciler.client import Client
 OperatorFactory = Callable[..., Operator]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here rather than in e2e/faults/conftest.py: pytest reads options only from the
+    # conftest files of the folders named on the command line and their parents.
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="also run the long fault-injection variants (more load, more faults)",
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.path):

@@ -266,6 +266,25 @@ class TransitionAuditor:
             (t.previous, t.state) for t in self.transitions if (t.namespace, t.name) == (ns, name)
         ]
 
+    async def wait_changes(
+        self,
+        ns: str,
+        name: str,
+        expected: list[tuple[str | None, str | None]],
+        timeout: float = 10.0,
+    ) -> None:
+        """Wait until the auditor's watch has seen exactly ``expected`` for the object."""
+
+        async def check() -> bool:
+            return self.changes_of(ns, name) == expected
+
+        try:
+            await eventually(check, timeout, f"the auditor to see {expected} on {ns}/{name}")
+        except AssertionError:
+            raise AssertionError(
+                f"{ns}/{name}: auditor saw {self.changes_of(ns, name)}, expected {expected}"
+            ) from None
+
     async def run(
         self,
         *,

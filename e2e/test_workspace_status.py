@@ -79,12 +79,16 @@ async def test_inference_lifecycle(
 
     await set_conditions(k8s, ns, "phi", *INFERENCE_READY)
     await wait_state(k8s, ns, "phi", "Ready")
-    assert auditor.changes_of(ns, "phi") == [
-        (None, "Pending"),
-        ("Pending", "Ready"),
-        ("Ready", "NotReady"),
-        ("NotReady", "Ready"),
-    ]
+    await auditor.wait_changes(
+        ns,
+        "phi",
+        [
+            (None, "Pending"),
+            ("Pending", "Ready"),
+            ("Ready", "NotReady"),
+            ("NotReady", "Ready"),
+        ],
+    )
 
 
 async def test_unknown_condition_type_gates_ready(
@@ -114,7 +118,7 @@ async def test_already_ready_workspace_goes_straight_to_ready(
     await set_conditions(k8s, namespace, "old", *INFERENCE_READY)
     await start_operator(f"--namespace={namespace}").wait_ready()
     await wait_state(k8s, namespace, "old", "Ready")
-    assert auditor.changes_of(namespace, "old") == [(None, "Ready")]
+    await auditor.wait_changes(namespace, "old", [(None, "Ready")])
 
 
 async def test_tuning_success_is_terminal(
@@ -152,11 +156,15 @@ async def test_tuning_success_is_terminal(
     )
     await anyio.sleep(1.0)
     assert await state_of(k8s, ns, "tune") == "Succeeded"
-    assert auditor.changes_of(ns, "tune") == [
-        (None, "Pending"),
-        ("Pending", "Running"),
-        ("Running", "Succeeded"),
-    ]
+    await auditor.wait_changes(
+        ns,
+        "tune",
+        [
+            (None, "Pending"),
+            ("Pending", "Running"),
+            ("Running", "Succeeded"),
+        ],
+    )
 
 
 async def test_tuning_failure_is_terminal(
@@ -200,7 +208,7 @@ async def test_pending_tuning_can_fail_directly(
         k8s, namespace, "t", condition("WorkspaceSucceeded", "False", "workspaceFailed")
     )
     await wait_state(k8s, namespace, "t", "Failed")
-    assert auditor.changes_of(namespace, "t") == [(None, "Pending"), ("Pending", "Failed")]
+    await auditor.wait_changes(namespace, "t", [(None, "Pending"), ("Pending", "Failed")])
 
 
 async def test_deleting_workspace_keeps_its_state(
@@ -499,7 +507,7 @@ async def test_tuning_first_write_can_be_any_phase(
     await set_conditions(k8s, namespace, "t", *TUNING_PHASES[phase])
     await start_operator(f"--namespace={namespace}").wait_ready()
     await wait_state(k8s, namespace, "t", phase)
-    assert auditor.changes_of(namespace, "t") == [(None, phase)]
+    await auditor.wait_changes(namespace, "t", [(None, phase)])
 
 
 async def test_pending_tuning_can_succeed_directly(
@@ -510,4 +518,4 @@ async def test_pending_tuning_can_succeed_directly(
     await wait_state(k8s, namespace, "t", "Pending")
     await set_conditions(k8s, namespace, "t", *TUNING_PHASES["Succeeded"][1:])
     await wait_state(k8s, namespace, "t", "Succeeded")
-    assert auditor.changes_of(namespace, "t") == [(None, "Pending"), ("Pending", "Succeeded")]
+    await auditor.wait_changes(namespace, "t", [(None, "Pending"), ("Pending", "Succeeded")])

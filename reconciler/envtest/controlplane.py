@@ -67,8 +67,11 @@ def _alive(pid: int, binary: str) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
-        return False
+    fields = stat.rpartition(")")[2].split()
+    if fields[0] in ("Z", "X"):
+        # A zombie leader whose other threads are still exiting still holds its
+        # listening sockets; only when they are gone is the port free again.
+        return int(fields[17]) > 1
     # The cmdline is empty for a moment while the child execs; a reused pid
     # runs something else.
     return not cmdline or binary.encode() in cmdline.split(b"\0", 1)[0]
