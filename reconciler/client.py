@@ -157,8 +157,14 @@ class Client:
         label_selector: str | None = None,
         field_selector: str | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
+        transform: Callable[[Obj], Obj] | None = None,
     ) -> tuple[builtins.list[Obj], str]:
-        """Every item, paginated; returns the items and the list's resourceVersion."""
+        """Every item, paginated; returns the items and the list's resourceVersion.
+
+        ``transform`` is applied to each page as it arrives, so a projection keeps the
+        peak at one page of full objects rather than the whole listing. Items get the
+        list's ``kind`` and ``apiVersion``, which the API server leaves out of them.
+        """
         items: builtins.list[Obj] = []
         token: str | None = None
         while True:
@@ -170,8 +176,12 @@ class Client:
                 limit=page_size,
                 continue_=token,
             )
-            items.extend(page.get("items") or [])
+            for item in page.get("items") or []:
+                item.setdefault("kind", rt.kind)
+                item.setdefault("apiVersion", rt.api_version)
+                items.append(transform(item) if transform is not None else item)
             meta = page.get("metadata") or {}
+            del page
             token = meta.get("continue") or None
             if not token:
                 return items, str(meta.get("resourceVersion", ""))

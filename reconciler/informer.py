@@ -187,19 +187,14 @@ class Informer:
     async def _list(self) -> None:
         o = self.options
         self.stats.lists += 1
-        items, rv = await self.client.list_all(
+        objs, rv = await self.client.list_all(
             self.resource,
             o.namespace,
             label_selector=o.label_selector,
             field_selector=o.field_selector,
             page_size=o.page_size,
+            transform=o.transform,
         )
-        kind = self.resource.kind
-        for item in items:
-            # List items carry no kind; handlers and owners want it.
-            item.setdefault("kind", kind)
-            item.setdefault("apiVersion", self.resource.api_version)
-        objs = [self._transform(i) for i in items]
         initial = not self.has_synced
         added, updated, deleted = self.store.replace(objs)
         self._rv = rv
