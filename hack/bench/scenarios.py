@@ -1,0 +1,398 @@
+"""One controller through one run: convergence (which also yields startup, CPU and
+memory), then, for the controllers that watch, the steady-state latency phase."""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import orjson
+
+from hack.bench import contenders, procstat, workload
+from hack.bench.contenders import RAW, Launch, Process
+from hack.bench.observer import WORKSPACE, StateObserver
+from reconciler.client import Client
+from reconciler.errors import ApiError, TransportError
+
+READYZ_POLL = 0.02
+QUIET_WINDOW = 2.0
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def wait_quiet(pids: list[int], s: Settings) -> float:
+    """Wait until processes other than ``pids`` leave the machine's cores alone.
+
+    Returns the seconds waited. Gives up after ``quiet_timeout`` (the measurement then
+    records how loaded the machine was).
+    """
+    began = time.monotonic()
+    told = False
+    while True:
+        meter = procstat.ForeignLoad(pids)
+        await anyio.sleep(QUIET_WINDOW)
+        cores = meter.cores()
+        waited = time.monotonic() - began
+        if cores < s.quiet_cores:
+            if told:
+                log(f"machine quiet after {waited:.0f}s")
+            return waited
+        if waited > s.quiet_timeout:
+            log(f"machine still busy ({cores:.2f} cores) after {waited:.0f}s; measuring anyway")
+            return waited
+        if not told:
+            log(f"other processes use {cores:.2f} cores; waiting for a quiet machine")
+            told = True
+
+
+@dataclass
+class Settings:
+    workers: int
+    settle: float  # seconds of quiet after convergence before memory is read
+    latency_rate: float  # condition flips per second
+    latency_duration: float  # seconds
+    flip_timeout: float  # a flip not answered by then counts as a failure
+    profile: bool  # py-spy record ours during convergence
+    out: Path
+    quiet_cores: float = 0.25  # start only when other processes use less than this
+    quiet_timeout: float = 900.0  # then start anyway; the result says how loaded it was
+    ours_args: tuple[str, ...] = ()  # extra flags for ours (experiments)
+
+
+@dataclass
+class Convergence:
+    controller: str
+    n: int
+    run: int
+    ok: bool = False
+    error: str = ""
+    startup_s: float | None = None  # spawn → first status.status seen on the watch
+    readyz_s: float | None = None  # spawn → /readyz 200 (ours only)
+    converged_s: float | None = None  # spawn → last workspace in its state
+    objects_per_s: float | None = None  # n / converged_s
+    processing_per_s: float | None = None  # after the first write: (n - 1) / span
+    cpu_total_s: float | None = None  # controller CPU, spawn → settled
+    cpu_bulk_s: float | None = None  # controller CPU, first write → settled
+    cpu_per_1000: float | None = None  # cpu_bulk_s per 1,000 workspaces converged
+    rss_bytes: int | None = None  # after settling
+    hwm_bytes: int | None = None  # peak RSS
+    apiserver_cpu_per_1000: float | None = None  # kube-apiserver + etcd, first write → done
+    foreign_cores: float | None = None  # other processes' load during the measurement
+    waited_quiet_s: float = 0.0  # how long the start waited for the machine to be quiet
+
+
+@dataclass
+class Latency:
+    controller: str
+    n: int
+    run: int
+    ok: bool = False
+    error: str = ""
+    flips: int = 0
+    timeouts: int = 0
+    skipped: int = 0
+    rate: float = 0.0  # flips per second achieved
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    floor_p50_ms: float | None = None  # the harness's own watch seeing its condition write
+    cpu_per_1000: float | None = None  # controller CPU per 1,000 flips
+    foreign_cores: float | None = None  # other processes' load during the measurement
+    samples_ms: list[float] = field(default_factory=list)
+    floor_samples_ms: list[float] = field(default_factory=list)
+
+
+def as_dict(result: Convergence | Latency) -> dict[str, Any]:
+    return asdict(result)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    return statistics.quantiles(ordered, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+async def _readyz(port: int, started_at: float) -> float | None:
+    url = f"http://127.0.0.1:{port}/readyz"
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                    if resp.status == 200:
+                        return time.monotonic() - started_at
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await anyio.sleep(READYZ_POLL)
+
+
+def write_raw_job(path: Path, observer: StateObserver, expected: dict[workload.Key, str]) -> None:
+    jobs = [
+        {
+            "namespace": k.namespace,
+            "name": k.name,
+            "resourceVersion": observer.versions[k],
+            "state": state,
+        }
+        for k, state in expected.items()
+    ]
+    path.write_bytes(orjson.dumps(jobs))
+
+
+def _raw_report(log_path: Path) -> dict[str, Any]:
+    for line in reversed(_log_tail(log_path, 5).splitlines()):
+        if line.startswith("RESULT "):
+            report: dict[str, Any] = orjson.loads(line[len("RESULT ") :])
+            return report
+    return {}
+
+
+class _Profiler:
+    """py-spy sampling a running process into a collapsed-stack file."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self._proc = subprocess.Popen(
+            [
+                str(contenders.BENCH_VENV / "bin" / "py-spy"),
+                "record",
+                f"--pid={pid}",
+                "--rate=250",
+                "--nonblocking",
+                "--format=raw",
+                f"--output={out}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def stop(self) -> None:
+        self._proc.send_signal(2)  # SIGINT: write the profile and exit
+        try:
+            self._proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+async def converge(
+    name: str,
+    run: int,
+    observer: StateObserver,
+    expected: dict[workload.Key, str],
+    plane_pids: list[int],
+    kubeconfig: Path,
+    s: Settings,
+) -> tuple[Convergence, Process | None]:
+    """Start ``name`` and time it until every workspace holds its expected state.
+
+    Returns the still running process (None for the raw limit, which exits when done)
+    for the latency phase; the caller stops it.
+    """
+    n = len(expected)
+    result = Convergence(name, n, run)
+    tag = f"{name}-n{n}-run{run}"
+    launch = Launch(kubeconfig, s.workers, s.out / "logs" / f"{tag}.log")
+    if name == contenders.OURS:
+        launch.extra_args = s.ours_args
+    if name == RAW:
+        launch.job_path = s.out / "logs" / f"{tag}.job.json"
+        write_raw_job(launch.job_path, observer, expected)
+    own = [os.getpid(), *plane_pids]
+    result.waited_quiet_s = await wait_quiet(own, s)
+    observer.expect(expected)
+    plane_cpu0 = sum(procstat.cpu_seconds(p) for p in plane_pids)
+    meter = procstat.ForeignLoad(own)
+    proc = contenders.start(name, launch)
+    meter.add(proc.pid)
+    timeout = 60.0 + 0.05 * n
+    cpu_first: float | None = None
+    plane_first = plane_cpu0
+    profiler = None
+    if s.profile and name == contenders.OURS:
+        (s.out / "profiles").mkdir(parents=True, exist_ok=True)
+        profiler = _Profiler(proc.pid, s.out / "profiles" / f"{tag}.pyspy.txt")
+        meter.add(profiler.pid)
+
+    async def first_write() -> None:
+        nonlocal cpu_first, plane_first
+        await observer.first_write.wait()
+        cpu_first = procstat.cpu_seconds(proc.pid)
+        plane_first = sum(procstat.cpu_seconds(p) for p in plane_pids)
+
+    ready = anyio.Event()
+
+    async def readyz() -> None:
+        result.readyz_s = await _readyz(proc.health_port, proc.started_at)
+        ready.set()
+
+    try:
+        with anyio.move_on_after(timeout) as deadline:
+            async with anyio.create_task_group() as tg:
+
+                async def watch_exit() -> None:
+                    # Every contender but the raw limit runs until stopped; the raw
+                    # limit may only end with success, which the observer sees itself.
+                    while True:
+                        code = proc.proc.poll()
+                        if code is not None and (name != RAW or code != 0):
+                            result.error = (
+                                f"{name} exited with {code}:\n{_log_tail(launch.log_path)}"
+                            )
+                            tg.cancel_scope.cancel()
+                        await anyio.sleep(0.1)
+
+                tg.start_soon(first_write)
+                tg.start_soon(watch_exit)
+                if proc.health_port:
+                    tg.start_soon(readyz)
+                await observer.converged.wait()
+                await observer.first_write.wait()
+                if proc.health_port:
+                    with anyio.move_on_after(5):
+                        await ready.wait()
+                tg.cancel_scope.cancel()
+        if deadline.cancelled_caught and not result.error:
+            result.error = (
+                f"{name} did not converge in {timeout:.0f}s: {observer.matched}/{n} right; "
+                f"e.g. {observer.wrong()}\n{_log_tail(launch.log_path)}"
+            )
+    finally:
+        if profiler is not None:
+            profiler.stop()
+    if result.error:
+        proc.stop()
+        return result, None
+
+    assert observer.converged_at is not None
+    assert observer.first_write_at is not None
+    plane_done = sum(procstat.cpu_seconds(p) for p in plane_pids)
+    result.foreign_cores = meter.cores()
+    result.ok = True
+    result.startup_s = observer.first_write_at - proc.started_at
+    result.converged_s = observer.converged_at - proc.started_at
+    result.objects_per_s = n / result.converged_s
+    span = observer.converged_at - observer.first_write_at
+    result.processing_per_s = (n - 1) / span if span > 0 and n > 1 else None
+    result.apiserver_cpu_per_1000 = (plane_done - plane_first) / n * 1000
+    await anyio.sleep(s.settle)
+    if name == RAW:
+        proc.proc.wait(30)
+        report = _raw_report(launch.log_path)
+        if report and cpu_first is not None:
+            result.cpu_total_s = report["cpu_seconds"]
+            result.cpu_bulk_s = report["cpu_seconds"] - cpu_first
+            result.cpu_per_1000 = result.cpu_bulk_s / n * 1000
+        proc.stop()
+        return result, None
+    sample = proc.sample()
+    if sample is not None and cpu_first is not None:
+        result.cpu_total_s = sample.cpu_seconds
+        result.cpu_bulk_s = sample.cpu_seconds - cpu_first
+        result.cpu_per_1000 = result.cpu_bulk_s / n * 1000
+        result.rss_bytes = sample.rss_bytes
+        result.hwm_bytes = sample.hwm_bytes
+    return result, proc
+
+
+async def measure_latency(
+    client: Client,
+    proc: Process,
+    run: int,
+    n: int,
+    observer: StateObserver,
+    plane_pids: list[int],
+    s: Settings,
+    rng: random.Random,
+) -> Latency:
+    """Flip conditions on random inference workspaces at a fixed rate; time each
+    from the condition write's response to the new state on the watch."""
+    result = Latency(proc.name, n, run)
+    busy: set[int] = set()
+    own = [os.getpid(), *plane_pids, proc.pid]
+    await wait_quiet(own, s)
+    meter = procstat.ForeignLoad(own)
+    before = proc.sample()
+
+    async def one_flip(index: int) -> None:
+        key = workload.key_of(index)
+        current = observer.states.get(key)
+        try:
+            conditions, expected = workload.flip(index, current)
+            waiter = observer.wait_for(key, expected)
+            answer = await client.patch_status(
+                WORKSPACE,
+                key.name,
+                {"status": {"conditions": conditions}},
+                namespace=key.namespace,
+                field_manager=workload.KAITO_FIELD_MANAGER,
+            )
+            written_at = time.monotonic()
+            rv = answer["metadata"]["resourceVersion"]
+            with anyio.move_on_after(s.flip_timeout):
+                await waiter.done.wait()
+            if waiter.done_at is None:
+                result.timeouts += 1
+                return
+            result.samples_ms.append(max(0.0, waiter.done_at - written_at) * 1000)
+            seen = waiter.seen.get(rv)
+            if seen is not None:
+                result.floor_samples_ms.append(max(0.0, seen - written_at) * 1000)
+        except (ApiError, TransportError, ValueError) as err:
+            result.error = f"flip of {key}: {err}"
+            result.timeouts += 1
+        finally:
+            observer.forget(key)
+            busy.discard(index)
+
+    start = time.monotonic()
+    total = int(s.latency_rate * s.latency_duration)
+    async with anyio.create_task_group() as tg:
+        for i in range(total):
+            delay = start + i / s.latency_rate - time.monotonic()
+            if delay > 0:
+                await anyio.sleep(delay)
+            index = workload.pick_inference(n, busy, rng)
+            if index is None:
+                result.skipped += 1
+                continue
+            busy.add(index)
+            result.flips += 1
+            tg.start_soon(one_flip, index)
+    elapsed = time.monotonic() - start
+    after = proc.sample()
+    result.foreign_cores = meter.cores()
+    result.rate = result.flips / elapsed if elapsed > 0 else 0.0
+    if result.samples_ms:
+        result.p50_ms = percentile(result.samples_ms, 0.50)
+        result.p90_ms = percentile(result.samples_ms, 0.90)
+        result.p99_ms = percentile(result.samples_ms, 0.99)
+    if result.floor_samples_ms:
+        result.floor_p50_ms = percentile(result.floor_samples_ms, 0.50)
+    if before is not None and after is not None and result.flips:
+        result.cpu_per_1000 = (after.cpu_seconds - before.cpu_seconds) / result.flips * 1000
+    result.ok = result.timeouts == 0 and bool(result.samples_ms)
+    if not result.ok and not result.error:
+        result.error = f"{result.timeouts} of {result.flips} flips not answered"
+    return result
