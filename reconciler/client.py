@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import builtins
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -79,10 +81,19 @@ class Client:
         observer: RequestObserver | None = None,
     ) -> None:
         self._configuration = configuration
-        # kubernetes_asyncio's transport: an aiohttp session with the kubeconfig's TLS
-        # settings (CA, client certificate, server name).
+        # kubernetes_asyncio's transport builds the connector with the kubeconfig's TLS
+        # settings (CA, client certificate, server name). Its session has trust_env on,
+        # which makes aiohttp look up .netrc and proxy variables in a thread for every
+        # request (a third of our CPU per reconcile); ours resolves the proxy once.
         self._rest = RESTClientObject(configuration)
         self._host = str(configuration.host).rstrip("/")
+        self._session = aiohttp.ClientSession(
+            connector=self._rest.pool_manager.connector,
+            connector_owner=False,
+            trust_env=False,
+            read_bufsize=_READ_BUFSIZE,
+        )
+        self._proxy = configuration.proxy or _env_proxy(self._host)
         self._user_agent = user_agent
         self._timeout = request_timeout
         self._connect_timeout = connect_timeout
@@ -116,6 +127,7 @@ class Client:
         return self._host
 
     async def close(self) -> None:
+        await self._session.close()
         await self._rest.close()
 
     async def __aenter__(self) -> Client:
@@ -390,11 +402,10 @@ class Client:
         # come from kubernetes_asyncio's configuration; never logged.
         for auth in (await self._configuration.auth_settings()).values():
             headers[auth["key"]] = auth["value"]
-        session: aiohttp.ClientSession = self._rest.pool_manager
         start = time.monotonic()
         code = 0
         try:
-            resp = await session.request(
+            resp = await self._session.request(
                 method,
                 self._host + path,
                 params=query,
@@ -402,6 +413,7 @@ class Client:
                 headers=headers,
                 timeout=timeout,
                 server_hostname=self._rest.server_hostname,
+                proxy=self._proxy,
             )
             code = resp.status
             return resp
@@ -438,6 +450,19 @@ async def _events(resp: aiohttp.ClientResponse, idle_timeout: float) -> AsyncIte
         if etype == "ERROR":
             raise error_from_status(int(obj.get("code") or 500), obj)
         yield WatchEvent(etype, obj)
+
+
+# Watch events carry whole objects; etcd allows 1.5 MiB per object.
+_READ_BUFSIZE = 2**21
+
+
+def _env_proxy(url: str) -> str | None:
+    """HTTPS_PROXY/HTTP_PROXY for ``url`` unless NO_PROXY exempts its host."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if urllib.request.proxy_bypass(host):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(urllib.parse.urlsplit(url).scheme) or None
 
 
 def _query(**params: object) -> builtins.list[tuple[str, str]]:
