@@ -11,6 +11,7 @@ never sent.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -80,13 +81,10 @@ class _StateCollector(Collector):
             "Workspaces in the cache by status.status ('' when none is written yet).",
             labels=["state"],
         )
-        counts: dict[str, int] = {s.value: 0 for s in WorkspaceState}
-        counts[""] = 0
+        counts = Counter({s.value: 0 for s in WorkspaceState} | {"": 0})
         for obj in self._cache.list(WORKSPACE):
             state = (obj.get("status") or {}).get("status") or ""
-            counts[state if state in counts else "<invalid>"] = (
-                counts.get(state if state in counts else "<invalid>", 0) + 1
-            )
+            counts[state if state in counts else "<invalid>"] += 1
         for state, n in sorted(counts.items()):
             family.add_metric([state], n)
         yield family
