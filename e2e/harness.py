@@ -5,6 +5,7 @@ transition auditor."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,6 @@ import yaml
 
 from controllers.workspace.fsm import LEGAL_STATES, TRANSITIONS, Workload, WorkspaceState
 from reconciler.client import Client
-from reconciler.envtest.controlplane import free_port
 from reconciler.errors import Conflict, Gone, TransportError
 from reconciler.resource import CORE_EVENT, ResourceType
 
@@ -53,10 +53,17 @@ async def state_of(k8s: Client, ns: str, name: str) -> str | None:
 
 
 async def wait_state(k8s: Client, ns: str, name: str, state: str, timeout: float = 20.0) -> None:
-    async def check() -> bool:
-        return await state_of(k8s, ns, name) == state
+    last: list[Obj] = []
 
-    await eventually(check, timeout, f"{ns}/{name} to be {state}")
+    async def check() -> bool:
+        obj = await k8s.get(WORKSPACE, name, ns)
+        last[:] = [obj]
+        return (obj.get("status") or {}).get("status") == state
+
+    try:
+        await eventually(check, timeout, f"{ns}/{name} to be {state}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; {await _describe(k8s, ns, name, last)}") from None
 
 
 async def events_for(k8s: Client, ns: str, name: str) -> list[Obj]:
@@ -76,8 +83,29 @@ async def wait_event(
                 return True
         return False
 
-    await eventually(check, timeout, f"a {reason} event on {ns}/{name} containing {contains!r}")
+    try:
+        await eventually(check, timeout, f"a {reason} event on {ns}/{name} containing {contains!r}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; {await _describe(k8s, ns, name, [])}") from None
     return found[0]
+
+
+async def _describe(k8s: Client, ns: str, name: str, last: list[Obj]) -> str:
+    """What a failed wait saw: the object's state and conditions and its Events."""
+    obj = last[0] if last else await k8s.get(WORKSPACE, name, ns)
+    status = obj.get("status") or {}
+    conditions = [
+        f"{c.get('type')}={c.get('status')}/{c.get('reason')}"
+        for c in status.get("conditions") or []
+    ]
+    events = [
+        f"{ev.get('type')} {ev.get('reason')}: {ev.get('message')}"
+        for ev in await events_for(k8s, ns, name)
+    ]
+    return (
+        f"saw status.status={status.get('status')!r} at resourceVersion "
+        f"{obj['metadata'].get('resourceVersion')}, conditions {conditions}, events {events}"
+    )
 
 
 # -- workspaces as users and KAITO write them -------------------------------------------
@@ -140,22 +168,24 @@ class Operator:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
-    metrics_port: int = 0
-    health_port: int = 0
+    _ports: dict[str, int] = field(default_factory=dict)
+    _log_offset: int = 0
 
     def start(self) -> Operator:
-        self.metrics_port = free_port()
-        self.health_port = free_port()
+        # Port 0: the operator binds free ports itself and logs them. Picking ports here
+        # and passing them on would race with every other process taking ports meanwhile.
         cmd = [
             sys.executable,
             "-m",
             "controllers",
             f"--kubeconfig={self.kubeconfig}",
-            f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
-            f"--health-probe-bind-address=127.0.0.1:{self.health_port}",
+            "--metrics-bind-address=127.0.0.1:0",
+            "--health-probe-bind-address=127.0.0.1:0",
             "--log-format=json",
             *self.args,
         ]
+        self._ports = {}
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             cmd,
@@ -165,6 +195,34 @@ class Operator:
             env={**os.environ, **self.env},
         )
         return self
+
+    @property
+    def metrics_port(self) -> int:
+        return self._port("/metrics")
+
+    @property
+    def health_port(self) -> int:
+        return self._port("/readyz")
+
+    def _port(self, path: str) -> int:
+        """The port of the server that serves ``path``, from the operator's "serving" log
+        line; ConnectionRefusedError (an OSError, like a closed port) until it is logged."""
+        if path not in self._ports and self.log_path.exists():
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_offset)
+                for line in f:
+                    if b'"serving"' not in line:
+                        continue
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    if entry.get("event") == "serving":
+                        for served in entry.get("paths") or []:
+                            self._ports.setdefault(served, int(entry["port"]))
+        if path not in self._ports:
+            raise ConnectionRefusedError(f"the operator has not logged a port for {path} yet")
+        return self._ports[path]
 
     def ready(self) -> bool:
         try:

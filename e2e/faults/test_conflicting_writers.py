@@ -85,14 +85,28 @@ async def test_conditions_racing_the_operator_never_yield_a_stale_state(
     assert auditor.illegal == []
     assert auditor.stale == []
 
-    # No hot loop: once converged and past any delayed retry, the operator neither
-    # reconciles nor writes.
+    # No hot loop: once converged, the operator writes nothing and every reconcile ends
+    # in success. A 409 requeues with per-item backoff, which after a run of conflicts
+    # can be seconds long; like client-go's delaying queue ours keeps that delayed entry
+    # when a newer event processes the item first, so each object may still be
+    # reconciled once more (a no-op). At most one delayed entry exists per item, which
+    # bounds those late reconciles by the number of objects. A loop would show up as a
+    # PATCH, a requeue/error result, or more reconciles than objects.
     settled = await wait_quiet(op)
     patches = op.metric("rest_client_requests_total", method="PATCH")
     reconciles = op.metric("controller_runtime_reconcile_total")
+    looping = op.metric("controller_runtime_reconcile_total", result="requeue") + op.metric(
+        "controller_runtime_reconcile_total", result="error"
+    )
     await anyio.sleep(QUIET_PERIOD)
     assert op.metric("rest_client_requests_total", method="PATCH") == patches, "hot loop"
-    assert op.metric("controller_runtime_reconcile_total") == reconciles, "hot loop"
+    late = op.metric("controller_runtime_reconcile_total") - reconciles
+    assert late <= load.inference + load.tuning, f"hot loop: {late:.0f} reconciles"
+    assert (
+        op.metric("controller_runtime_reconcile_total", result="requeue")
+        + op.metric("controller_runtime_reconcile_total", result="error")
+        == looping
+    ), "hot loop: a reconcile asked to be retried after convergence"
 
     changes = len(auditor.transitions) - changes_before
     patch_count = patches - patches_before
@@ -114,7 +128,7 @@ async def test_conditions_racing_the_operator_never_yield_a_stale_state(
             faults="condition writes racing every state write",
             convergence=(
                 f"{took:.1f} s after the last write; no reconcile from {settled:.1f} s on, "
-                f"then 0 PATCH and 0 reconciles in {QUIET_PERIOD:g} s"
+                f"then 0 PATCH and {late:.0f} no-op reconciles in {QUIET_PERIOD:g} s"
             ),
             illegal_transitions=len(auditor.illegal),
             lost_updates=len(lost),
