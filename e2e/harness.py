@@ -158,6 +158,23 @@ INFERENCE_READY = (
 )
 
 
+async def assert_held(
+    k8s: Client,
+    op: Operator,
+    ns: str,
+    name: str,
+    written: Obj,
+    state: str,
+    *,
+    decided: str | None = None,
+) -> None:
+    """After the write that returned ``written``, the operator decided ``decided``
+    (default: ``state``) on that very version, and ``ns/name`` is still ``state``."""
+    outcome = await op.wait_decided(ns, name, written)
+    assert outcome == (decided or state), f"{ns}/{name}: decided {outcome}"
+    assert await state_of(k8s, ns, name) == state
+
+
 # -- the operator as a process ----------------------------------------------------------
 @dataclass
 class Operator:
@@ -223,6 +240,37 @@ class Operator:
         if path not in self._ports:
             raise ConnectionRefusedError(f"the operator has not logged a port for {path} yet")
         return self._ports[path]
+
+    def decisions(self, ns: str, name: str) -> dict[str, str]:
+        """resourceVersion → outcome of every decision the operator logged on ``ns/name``
+        (the "decided" lines; start the operator with ``--log-level=debug``)."""
+        found: dict[str, str] = {}
+        if not self.log_path.exists():
+            return found
+        with self.log_path.open("rb") as f:
+            f.seek(self._log_offset)
+            for line in f:
+                if b'"decided"' not in line:
+                    continue
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if (entry.get("namespace"), entry.get("name")) == (ns, name):
+                    found[str(entry.get("resource_version"))] = str(entry.get("outcome"))
+        return found
+
+    async def wait_decided(self, ns: str, name: str, written: Obj, timeout: float = 20.0) -> str:
+        """Wait until the operator has decided on exactly the version ``written`` (an
+        object as a write returned it) and return its outcome: a state, ``Deleting`` or
+        ``InvalidWorkload``. A barrier for checks that something does *not* change."""
+        rv = str(written["metadata"]["resourceVersion"])
+
+        async def check() -> bool:
+            return rv in self.decisions(ns, name)
+
+        await eventually(check, timeout, f"the operator's decision on {ns}/{name}@{rv}")
+        return self.decisions(ns, name)[rv]
 
     def ready(self) -> bool:
         try:

@@ -18,6 +18,7 @@ from e2e.harness import (
     TUNING_EXAMPLE,
     WORKSPACE,
     TransitionAuditor,
+    assert_held,
     condition,
     create_workspace,
     events_for,
@@ -30,25 +31,28 @@ from e2e.harness import (
 from reconciler.client import Client
 from reconciler.envtest.controlplane import ControlPlane
 
+# Tests that check a state does *not* change wait for the operator's logged decision on
+# the written version (see ``assert_held``); those lines are logged at debug level.
+DEBUG = "--log-level=debug"
+
 
 async def test_inference_lifecycle(
     k8s: Client, namespace: str, start_operator: OperatorFactory, auditor: TransitionAuditor
 ) -> None:
-    await start_operator(f"--namespace={namespace}").wait_ready()
+    op = await start_operator(f"--namespace={namespace}", DEBUG).wait_ready()
     ns = namespace
     await create_workspace(k8s, ns, "phi")
     await wait_state(k8s, ns, "phi", "Pending")
 
     # Provisioning fails: still Pending (Pending only ever goes to Ready).
-    await set_conditions(
+    written = await set_conditions(
         k8s,
         ns,
         "phi",
         condition("ResourceReady", "False", "NodeClaimNotReady", "quota exceeded"),
         condition("InferenceReady", "False", "WorkspaceInferenceStatusPending"),
     )
-    await anyio.sleep(1.0)
-    assert await state_of(k8s, ns, "phi") == "Pending"
+    await assert_held(k8s, op, ns, "phi", written, "Pending")
 
     await set_conditions(k8s, ns, "phi", *INFERENCE_READY)
     await wait_state(k8s, ns, "phi", "Ready")
@@ -73,9 +77,8 @@ async def test_inference_lifecycle(
     assert "ContainerCrashLoopBackOff" in ev["message"]
 
     # Everything unknown again (e.g. a rollout): NotReady, never back to Pending.
-    await set_conditions(k8s, ns, "phi")
-    await anyio.sleep(1.0)
-    assert await state_of(k8s, ns, "phi") == "NotReady"
+    written = await set_conditions(k8s, ns, "phi")
+    await assert_held(k8s, op, ns, "phi", written, "NotReady")
 
     await set_conditions(k8s, ns, "phi", *INFERENCE_READY)
     await wait_state(k8s, ns, "phi", "Ready")
@@ -94,17 +97,16 @@ async def test_inference_lifecycle(
 async def test_unknown_condition_type_gates_ready(
     k8s: Client, namespace: str, start_operator: OperatorFactory, auditor: TransitionAuditor
 ) -> None:
-    await start_operator(f"--namespace={namespace}").wait_ready()
+    op = await start_operator(f"--namespace={namespace}", DEBUG).wait_ready()
     await create_workspace(k8s, namespace, "w")
-    await set_conditions(
+    written = await set_conditions(
         k8s,
         namespace,
         "w",
         *INFERENCE_READY,
         condition("FutureGate", "False", "NotYet", "a check KAITO adds later"),
     )
-    await anyio.sleep(1.0)
-    assert await state_of(k8s, namespace, "w") == "Pending"
+    await assert_held(k8s, op, namespace, "w", written, "Pending")
     await set_conditions(
         k8s, namespace, "w", *INFERENCE_READY, condition("FutureGate", "True", "Done")
     )
@@ -124,7 +126,7 @@ async def test_already_ready_workspace_goes_straight_to_ready(
 async def test_tuning_success_is_terminal(
     k8s: Client, namespace: str, start_operator: OperatorFactory, auditor: TransitionAuditor
 ) -> None:
-    await start_operator(f"--namespace={namespace}").wait_ready()
+    op = await start_operator(f"--namespace={namespace}", DEBUG).wait_ready()
     ns = namespace
     await create_workspace(k8s, ns, "tune", TUNING_EXAMPLE)
     await wait_state(k8s, ns, "tune", "Pending")
@@ -133,11 +135,10 @@ async def test_tuning_success_is_terminal(
     )
     await wait_state(k8s, ns, "tune", "Running")
     # The job pod is between retries: Running holds (previous state is Running).
-    await set_conditions(
+    written = await set_conditions(
         k8s, ns, "tune", condition("JobStarted", "False", "WorkspaceTuningJobStatusPending")
     )
-    await anyio.sleep(1.0)
-    assert await state_of(k8s, ns, "tune") == "Running"
+    await assert_held(k8s, op, ns, "tune", written, "Running")
     await set_conditions(
         k8s,
         ns,
@@ -147,15 +148,14 @@ async def test_tuning_success_is_terminal(
     )
     await wait_state(k8s, ns, "tune", "Succeeded")
     # The Job is deleted and recreated (a spec update): Succeeded stays.
-    await set_conditions(
+    written = await set_conditions(
         k8s,
         ns,
         "tune",
         condition("JobStarted", "False", "WorkspaceTuningJobStatusFailed"),
         condition("WorkspaceSucceeded", "False", "workspaceFailed"),
     )
-    await anyio.sleep(1.0)
-    assert await state_of(k8s, ns, "tune") == "Succeeded"
+    await assert_held(k8s, op, ns, "tune", written, "Succeeded")
     await auditor.wait_changes(
         ns,
         "tune",
@@ -170,7 +170,7 @@ async def test_tuning_success_is_terminal(
 async def test_tuning_failure_is_terminal(
     k8s: Client, namespace: str, start_operator: OperatorFactory, auditor: TransitionAuditor
 ) -> None:
-    await start_operator(f"--namespace={namespace}").wait_ready()
+    op = await start_operator(f"--namespace={namespace}", DEBUG).wait_ready()
     ns = namespace
     await create_workspace(k8s, ns, "tune", TUNING_EXAMPLE)
     await set_conditions(
@@ -187,15 +187,14 @@ async def test_tuning_failure_is_terminal(
     await wait_state(k8s, ns, "tune", "Failed")
     ev = await wait_event(k8s, ns, "tune", "Failed", "JobStarted=False")
     assert ev["type"] == "Warning"
-    await set_conditions(
+    written = await set_conditions(
         k8s,
         ns,
         "tune",
         condition("JobStarted", "True", "WorkspaceTuningJobStatusStarted"),
         condition("WorkspaceSucceeded", "True", "workspaceSucceeded"),
     )
-    await anyio.sleep(1.0)
-    assert await state_of(k8s, ns, "tune") == "Failed"
+    await assert_held(k8s, op, ns, "tune", written, "Failed")
 
 
 async def test_pending_tuning_can_fail_directly(
@@ -214,40 +213,38 @@ async def test_pending_tuning_can_fail_directly(
 async def test_deleting_workspace_keeps_its_state(
     k8s: Client, namespace: str, start_operator: OperatorFactory, auditor: TransitionAuditor
 ) -> None:
-    await start_operator(f"--namespace={namespace}").wait_ready()
+    op = await start_operator(f"--namespace={namespace}", DEBUG).wait_ready()
     ns = namespace
     await create_workspace(k8s, ns, "bye", metadata={"finalizers": ["test.kaito.sh/hold"]})
     await set_conditions(k8s, ns, "bye", *INFERENCE_READY)
     await wait_state(k8s, ns, "bye", "Ready")
     await k8s.delete(WORKSPACE, "bye", ns)
-    await set_conditions(
+    written = await set_conditions(
         k8s,
         ns,
         "bye",
         condition("InferenceReady", "False", "ContainerCrashLoopBackOff"),
         condition("WorkspaceDeleting", "True", "workspaceDeleted"),
     )
-    await anyio.sleep(1.5)
-    assert await state_of(k8s, ns, "bye") == "Ready"
+    await assert_held(k8s, op, ns, "bye", written, "Ready", decided="Deleting")
     await k8s.patch(WORKSPACE, "bye", {"metadata": {"finalizers": None}}, namespace=ns)
 
 
 async def test_workspace_deleting_condition_keeps_state(
     k8s: Client, namespace: str, start_operator: OperatorFactory, auditor: TransitionAuditor
 ) -> None:
-    await start_operator(f"--namespace={namespace}").wait_ready()
+    op = await start_operator(f"--namespace={namespace}", DEBUG).wait_ready()
     await create_workspace(k8s, namespace, "w")
     await set_conditions(k8s, namespace, "w", *INFERENCE_READY)
     await wait_state(k8s, namespace, "w", "Ready")
-    await set_conditions(
+    written = await set_conditions(
         k8s,
         namespace,
         "w",
         condition("InferenceReady", "False", "PodEvicted"),
         condition("WorkspaceDeleting", "True", "workspaceDeleted"),
     )
-    await anyio.sleep(1.0)
-    assert await state_of(k8s, namespace, "w") == "Ready"
+    await assert_held(k8s, op, namespace, "w", written, "Ready", decided="Deleting")
 
 
 @pytest.mark.parametrize("variant", ["both", "neither"])

@@ -132,6 +132,14 @@ class WorkspaceStatusReconciler:
             self._warn_once(request, obj, "InvalidWorkspace", f"cannot read workspace: {err}")
             return Result()
         outcome = next_state(workspace)
+        # The resourceVersion each decision was made on: tests use it as a barrier.
+        log.debug(
+            "decided",
+            resource_version=workspace.metadata.resource_version,
+            outcome=(
+                outcome.state.value if isinstance(outcome, Decision) else type(outcome).__name__
+            ),
+        )
         if isinstance(outcome, Deleting):
             return Result()
         if isinstance(outcome, InvalidWorkload):
