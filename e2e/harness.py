@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -224,41 +224,39 @@ class Operator:
     def _port(self, path: str) -> int:
         """The port of the server that serves ``path``, from the operator's "serving" log
         line; ConnectionRefusedError (an OSError, like a closed port) until it is logged."""
-        if path not in self._ports and self.log_path.exists():
-            with self.log_path.open("rb") as f:
-                f.seek(self._log_offset)
-                for line in f:
-                    if b'"serving"' not in line:
-                        continue
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:
-                        continue
-                    if entry.get("event") == "serving":
-                        for served in entry.get("paths") or []:
-                            self._ports.setdefault(served, int(entry["port"]))
+        if path not in self._ports:
+            for entry in self.log_entries("serving"):
+                for served in entry.get("paths") or []:
+                    self._ports.setdefault(served, int(entry["port"]))
         if path not in self._ports:
             raise ConnectionRefusedError(f"the operator has not logged a port for {path} yet")
         return self._ports[path]
 
-    def decisions(self, ns: str, name: str) -> dict[str, str]:
-        """resourceVersion → outcome of every decision the operator logged on ``ns/name``
-        (the "decided" lines; start the operator with ``--log-level=debug``)."""
-        found: dict[str, str] = {}
+    def log_entries(self, event: str) -> Iterator[Obj]:
+        """The JSON log lines of this run of the operator whose event is ``event``."""
         if not self.log_path.exists():
-            return found
+            return
+        marker = json.dumps(event).encode()
         with self.log_path.open("rb") as f:
             f.seek(self._log_offset)
             for line in f:
-                if b'"decided"' not in line:
+                if marker not in line:
                     continue
                 try:
                     entry = json.loads(line)
                 except ValueError:
                     continue
-                if (entry.get("namespace"), entry.get("name")) == (ns, name):
-                    found[str(entry.get("resource_version"))] = str(entry.get("outcome"))
-        return found
+                if isinstance(entry, dict) and entry.get("event") == event:
+                    yield entry
+
+    def decisions(self, ns: str, name: str) -> dict[str, str]:
+        """resourceVersion → outcome of every decision the operator logged on ``ns/name``
+        (the "decided" lines; start the operator with ``--log-level=debug``)."""
+        return {
+            str(entry.get("resource_version")): str(entry.get("outcome"))
+            for entry in self.log_entries("decided")
+            if (entry.get("namespace"), entry.get("name")) == (ns, name)
+        }
 
     async def wait_decided(self, ns: str, name: str, written: Obj, timeout: float = 20.0) -> str:
         """Wait until the operator has decided on exactly the version ``written`` (an
