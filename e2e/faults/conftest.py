@@ -1,5 +1,5 @@
-"""Fixtures of the fault suite: the ``--long`` switch, the figures report and the etcd-fed
-transition auditor.
+"""Fixtures of the fault suite: the ``--long`` switch, the figures report, the etcd-fed
+transition auditor and the scenario that bundles them.
 
 Long variants carry the ``long`` marker and are skipped unless pytest runs with
 ``--long`` (the option is declared in ``e2e/conftest.py``).
@@ -7,18 +7,21 @@ Long variants carry the ``long`` marker and are skipped unless pytest runs with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 
 import anyio.from_thread
 import pytest
 
+from e2e.conftest import OperatorFactory
 from e2e.faults.audit import EtcdTransitionAuditor
 from e2e.faults.figures import Figures
+from e2e.faults.scenario import Scenario
+from e2e.faults.scenario import StartAudit as StartAudit  # re-exported: tests import it here
+from reconciler.client import Client
 from reconciler.envtest.controlplane import ControlPlane
 
 FIGURES = pytest.StashKey[Figures]()
-StartAudit = Callable[..., EtcdTransitionAuditor]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -82,3 +85,16 @@ def start_audit() -> Iterator[StartAudit]:
         assert auditor.illegal == [], f"illegal transitions: {auditor.illegal[:10]}"
         assert auditor.stale == [], f"stale writes: {auditor.stale[:10]}"
         assert auditor.gaps == 0, "the audit missed versions (etcd compacted them first)"
+
+
+@pytest.fixture
+def scenario(
+    local_plane: ControlPlane,
+    k8s: Client,
+    namespace: str,
+    start_operator: OperatorFactory,
+    start_audit: StartAudit,
+    figures: Figures,
+) -> Scenario:
+    """The shared plane's scenario: the test's namespace, its operators and auditors."""
+    return Scenario(local_plane, k8s, namespace, start_operator, start_audit, figures)

@@ -18,25 +18,20 @@ import pytest
 
 from e2e.conftest import OperatorFactory
 from e2e.faults.audit import wait_audited
-from e2e.faults.conftest import StartAudit
 from e2e.faults.figures import Figures, ScenarioFigure
 from e2e.faults.load import (
     ConditionChurn,
     alive,
     crashes,
-    create_many,
-    load_names,
     logged,
     states,
     wait_converged,
     wait_until,
 )
-from e2e.faults.planes import client_for, private_plane, restart_apiserver, restart_etcd
-from e2e.harness import TUNING_EXAMPLE
-from reconciler.client import Client
+from e2e.faults.planes import private_plane, restart_apiserver, restart_etcd
+from e2e.faults.scenario import Scenario, StartAudit, ci_and_long, scenario_on
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.informer import BACKOFF_MAX
-from reconciler.resource import NAMESPACE
 
 # After the last restart the informer retries within one jittered backoff step (at most
 # 2 × BACKOFF_MAX), relists, and the queue works off what changed.
@@ -70,9 +65,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         yield p
 
 
-@pytest.mark.parametrize(
-    "load", [pytest.param(CI, id="ci"), pytest.param(LONG, id="long", marks=pytest.mark.long)]
-)
+@ci_and_long(CI, LONG)
 async def test_apiserver_and_etcd_restarts_under_load(
     load: Load,
     plane: ControlPlane,
@@ -81,25 +74,15 @@ async def test_apiserver_and_etcd_restarts_under_load(
     figures: Figures,
 ) -> None:
     ns = "restarts-long" if load is LONG else "restarts"
-    async with client_for(plane.kubeconfig) as k8s:
-        await k8s.create(NAMESPACE, {"metadata": {"name": ns}})
-        await _restarts_under_load(load, plane, ns, k8s, start_operator, start_audit, figures)
+    async with scenario_on(plane, ns, start_operator, start_audit, figures) as scenario:
+        await _restarts_under_load(load, scenario)
 
 
-async def _restarts_under_load(
-    load: Load,
-    plane: ControlPlane,
-    ns: str,
-    k8s: Client,
-    start_operator: OperatorFactory,
-    start_audit: StartAudit,
-    figures: Figures,
-) -> None:
-    auditor = start_audit(plane, ns)
-    inference, tuning = load_names("w", load.inference, load.tuning)
-    await create_many(k8s, ns, inference)
-    await create_many(k8s, ns, tuning, TUNING_EXAMPLE)
-    op = start_operator(f"--namespace={ns}", kubeconfig_path=plane.kubeconfig)
+async def _restarts_under_load(load: Load, scenario: Scenario) -> None:
+    plane, k8s, ns = scenario.plane, scenario.k8s, scenario.namespace
+    auditor = scenario.audit()
+    inference, tuning = await scenario.populate("w", load.inference, load.tuning)
+    op = scenario.start_operator(f"--namespace={ns}", kubeconfig_path=plane.kubeconfig)
     await op.wait_ready(60)
     await wait_converged(k8s, ns, 120, expect_count=load.workspaces)
 
@@ -149,7 +132,7 @@ async def _restarts_under_load(
     assert auditor.gaps == 0
     assert crashes(op) == 0
     relists = len(logged(op, "watch expired, relisting"))
-    figures.add(
+    scenario.figures.add(
         ScenarioFigure(
             scenario=f"API server kill -9 + etcd restart ({'long' if load is LONG else 'ci'})",
             load=(

@@ -13,23 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import anyio
-import pytest
 
-from e2e.conftest import OperatorFactory
 from e2e.faults.audit import wait_audited
-from e2e.faults.conftest import StartAudit
-from e2e.faults.figures import Figures, ScenarioFigure
-from e2e.faults.load import (
-    ConditionChurn,
-    crashes,
-    create_many,
-    load_names,
-    wait_converged,
-    wait_quiet,
-)
-from e2e.harness import TUNING_EXAMPLE
-from reconciler.client import Client
-from reconciler.envtest.controlplane import ControlPlane
+from e2e.faults.figures import ScenarioFigure
+from e2e.faults.load import ConditionChurn, crashes, wait_converged, wait_quiet
+from e2e.faults.scenario import Scenario, ci_and_long
 
 CONVERGENCE_BOUND = 20.0
 QUIET_PERIOD = 3.0
@@ -46,24 +34,14 @@ CI = Load(6, 2, seconds=15)
 LONG = Load(20, 5, seconds=90)
 
 
-@pytest.mark.parametrize(
-    "load", [pytest.param(CI, id="ci"), pytest.param(LONG, id="long", marks=pytest.mark.long)]
-)
+@ci_and_long(CI, LONG)
 async def test_conditions_racing_the_operator_never_yield_a_stale_state(
-    load: Load,
-    local_plane: ControlPlane,
-    k8s: Client,
-    namespace: str,
-    start_operator: OperatorFactory,
-    start_audit: StartAudit,
-    figures: Figures,
+    load: Load, scenario: Scenario
 ) -> None:
-    ns = namespace
-    auditor = start_audit(local_plane, ns)
-    inference, tuning = load_names("race", load.inference, load.tuning)
-    await create_many(k8s, ns, inference)
-    await create_many(k8s, ns, tuning, TUNING_EXAMPLE)
-    op = start_operator(f"--namespace={ns}")
+    k8s, ns = scenario.k8s, scenario.namespace
+    auditor = scenario.audit()
+    inference, tuning = await scenario.populate("race", load.inference, load.tuning)
+    op = scenario.start_operator(f"--namespace={ns}")
     await op.wait_ready()
     await wait_converged(k8s, ns, 30, expect_count=load.inference + load.tuning)
     changes_before = len(auditor.transitions)
@@ -117,7 +95,7 @@ async def test_conditions_racing_the_operator_never_yield_a_stale_state(
     # Every 409 answers a write that came in between; retries are not a spin.
     assert conflicts <= churn.writes, (conflicts, churn.writes)
     assert crashes(op) == 0
-    figures.add(
+    scenario.figures.add(
         ScenarioFigure(
             scenario=f"conflicting writers ({'long' if load is LONG else 'ci'})",
             load=(

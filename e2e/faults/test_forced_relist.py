@@ -18,7 +18,6 @@ import pytest
 
 from e2e.conftest import OperatorFactory
 from e2e.faults.audit import wait_audited
-from e2e.faults.conftest import StartAudit
 from e2e.faults.figures import Figures, ScenarioFigure
 from e2e.faults.load import (
     ConditionChurn,
@@ -26,18 +25,16 @@ from e2e.faults.load import (
     call,
     crashes,
     create_many,
-    load_names,
     logged,
     wait_converged,
     wait_until,
 )
-from e2e.faults.planes import CRD_DIR, client_for, private_plane
-from e2e.harness import TUNING_EXAMPLE, WORKSPACE
-from reconciler.client import Client
+from e2e.faults.planes import CRD_DIR, private_plane
+from e2e.faults.scenario import Scenario, StartAudit, ci_and_long, scenario_on
+from e2e.harness import WORKSPACE
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.envtest.proxy import ProxyHandle, fault_proxy
 from reconciler.informer import BACKOFF_MAX
-from reconciler.resource import NAMESPACE
 
 # After the restore the informer retries within one jittered backoff step, gets 410,
 # relists at once, and works off the changes.
@@ -76,9 +73,7 @@ def proxy(plane: ControlPlane) -> Iterator[ProxyHandle]:
         yield p
 
 
-@pytest.mark.parametrize(
-    "load", [pytest.param(CI, id="ci"), pytest.param(LONG, id="long", marks=pytest.mark.long)]
-)
+@ci_and_long(CI, LONG)
 async def test_expired_resource_version_forces_a_relist_and_nothing_is_missed(
     load: Load,
     plane: ControlPlane,
@@ -88,27 +83,16 @@ async def test_expired_resource_version_forces_a_relist_and_nothing_is_missed(
     figures: Figures,
 ) -> None:
     ns = "relist-long" if load is LONG else "relist"
-    async with client_for(plane.kubeconfig) as k8s:
-        await k8s.create(NAMESPACE, {"metadata": {"name": ns}})
-        await _relist(load, plane, proxy, ns, k8s, start_operator, start_audit, figures)
+    async with scenario_on(plane, ns, start_operator, start_audit, figures) as scenario:
+        await _relist(load, proxy, scenario)
 
 
-async def _relist(
-    load: Load,
-    plane: ControlPlane,
-    proxy: ProxyHandle,
-    ns: str,
-    k8s: Client,
-    start_operator: OperatorFactory,
-    start_audit: StartAudit,
-    figures: Figures,
-) -> None:
-    auditor = start_audit(plane, ns)
-    inference, tuning = load_names("w", load.inference, load.tuning)
-    await create_many(k8s, ns, inference)
-    await create_many(k8s, ns, tuning, TUNING_EXAMPLE)
+async def _relist(load: Load, proxy: ProxyHandle, scenario: Scenario) -> None:
+    plane, k8s, ns = scenario.plane, scenario.k8s, scenario.namespace
+    auditor = scenario.audit()
+    inference, tuning = await scenario.populate("w", load.inference, load.tuning)
     via_proxy = plane.admin_kubeconfig_for(proxy.url, f"operator-{ns}")
-    op = start_operator(f"--namespace={ns}", kubeconfig_path=via_proxy)
+    op = scenario.start_operator(f"--namespace={ns}", kubeconfig_path=via_proxy)
     await op.wait_ready(60)
     await wait_converged(k8s, ns, 120, expect_count=load.inference + load.tuning)
 
@@ -162,7 +146,7 @@ async def _relist(
     assert auditor.illegal == []
     assert auditor.stale == []
     assert crashes(op) == 0
-    figures.add(
+    scenario.figures.add(
         ScenarioFigure(
             scenario=f"forced relist after compaction ({'long' if load is LONG else 'ci'})",
             load=(

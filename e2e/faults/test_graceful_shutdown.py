@@ -14,25 +14,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
-import pytest
 
-from e2e.conftest import OperatorFactory
 from e2e.faults.audit import wait_audited
-from e2e.faults.conftest import StartAudit
-from e2e.faults.figures import Figures, ScenarioFigure
+from e2e.faults.figures import ScenarioFigure
 from e2e.faults.load import (
     INFERENCE_SETS,
     ConditionChurn,
-    create_many,
     list_workspaces,
-    load_names,
     logged,
     wait_converged,
     wait_until,
 )
+from e2e.faults.scenario import Scenario, ci_and_long
 from e2e.harness import Operator
 from reconciler.client import Client
-from reconciler.envtest.controlplane import ControlPlane
 from reconciler.resource import CORE_EVENT
 
 GRACE = 30.0  # the operator's default --graceful-shutdown-timeout
@@ -75,22 +70,11 @@ async def announced(k8s: Client, ns: str) -> dict[str, set[str]]:
     return found
 
 
-@pytest.mark.parametrize(
-    "load", [pytest.param(CI, id="ci"), pytest.param(LONG, id="long", marks=pytest.mark.long)]
-)
-async def test_sigterm_and_sigkill_in_the_middle_of_a_burst(
-    load: Load,
-    local_plane: ControlPlane,
-    k8s: Client,
-    namespace: str,
-    start_operator: OperatorFactory,
-    start_audit: StartAudit,
-    figures: Figures,
-) -> None:
-    ns = namespace
-    auditor = start_audit(local_plane, ns)
-    names, _ = load_names("burst", load.workspaces, 0)
-    await create_many(k8s, ns, names)
+@ci_and_long(CI, LONG)
+async def test_sigterm_and_sigkill_in_the_middle_of_a_burst(load: Load, scenario: Scenario) -> None:
+    k8s, ns = scenario.k8s, scenario.namespace
+    auditor = scenario.audit()
+    names, _ = await scenario.populate("burst", load.workspaces)
     churn = ConditionChurn(k8s, ns, names)
     args = (f"--namespace={ns}", f"--max-concurrent-reconciles={WORKERS}")
     stop_seconds: list[float] = []
@@ -102,7 +86,7 @@ async def test_sigterm_and_sigkill_in_the_middle_of_a_burst(
         target = "crashing" if target == "ready" else "ready"
         want = "Ready" if target == "ready" else "NotReady"
         await write_all(churn, names, target)
-        op = start_operator(*args)
+        op = scenario.start_operator(*args)
         await op.wait_ready(60)
         await wait_until(lambda o=op: reconciles(o) >= load.workspaces // 10, 60, "the burst")  # type: ignore[misc]
         assert op.proc is not None
@@ -126,7 +110,7 @@ async def test_sigterm_and_sigkill_in_the_middle_of_a_burst(
         assert silent == [], f"{len(silent)} states written without their Event: {silent[:5]}"
 
         # SIGKILL while the rest is under way; the next start converges everything.
-        op = start_operator(*args)
+        op = scenario.start_operator(*args)
         await op.wait_ready(60)
         already = reconciles(op)
         await wait_until(
@@ -138,7 +122,7 @@ async def test_sigterm_and_sigkill_in_the_middle_of_a_burst(
         op.proc.send_signal(signal.SIGKILL)
         await anyio.to_thread.run_sync(op.proc.wait, 10)
         started = time.monotonic()
-        op = await start_operator(*args).wait_ready(60)
+        op = await scenario.start_operator(*args).wait_ready(60)
         _, items = await wait_converged(k8s, ns, 60, expect_count=load.workspaces)
         restart_seconds.append(time.monotonic() - started)
         assert all(o["status"]["status"] == want for o in items)
@@ -149,7 +133,7 @@ async def test_sigterm_and_sigkill_in_the_middle_of_a_burst(
     await wait_audited(auditor)
     assert auditor.illegal == []
     assert auditor.stale == []
-    figures.add(
+    scenario.figures.add(
         ScenarioFigure(
             scenario=f"graceful shutdown ({'long' if load is LONG else 'ci'})",
             load=f"{load.workspaces} workspaces changed at once, {WORKERS} workers",

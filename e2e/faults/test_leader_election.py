@@ -19,20 +19,18 @@ import pytest
 
 from e2e.conftest import OperatorFactory
 from e2e.faults.audit import wait_audited
-from e2e.faults.conftest import StartAudit
-from e2e.faults.figures import Figures, ScenarioFigure
+from e2e.faults.figures import ScenarioFigure
 from e2e.faults.load import (
     INFERENCE_SETS,
     ConditionChurn,
     alive,
     crashes,
-    create_many,
-    load_names,
     logged,
     sample,
     wait_converged,
     wait_until,
 )
+from e2e.faults.scenario import Scenario, ci_and_long
 from e2e.harness import Operator
 from reconciler.client import Client
 from reconciler.envtest.controlplane import ControlPlane
@@ -86,22 +84,13 @@ async def flip(churn: ConditionChurn, names: list[str], to: str) -> None:
         assert await churn.write(name, INFERENCE_SETS[to])
 
 
-@pytest.mark.parametrize(
-    "load", [pytest.param(CI, id="ci"), pytest.param(LONG, id="long", marks=pytest.mark.long)]
-)
+@ci_and_long(CI, LONG)
 async def test_only_the_leader_writes_and_failover_is_bounded(
-    load: Load,
-    local_plane: ControlPlane,
-    k8s: Client,
-    namespace: str,
-    start_operator: OperatorFactory,
-    start_audit: StartAudit,
-    figures: Figures,
+    load: Load, scenario: Scenario
 ) -> None:
-    ns = namespace
-    auditor = start_audit(local_plane, ns)
-    names, _ = load_names("le", load.workspaces, 0)
-    await create_many(k8s, ns, names)
+    k8s, ns, start_operator = scenario.k8s, scenario.namespace, scenario.start_operator
+    auditor = scenario.audit()
+    names, _ = await scenario.populate("le", load.workspaces)
     churn = ConditionChurn(k8s, ns, names)
     leader = await start_operator(*replica_args(ns)).wait_ready()
     await wait_until(lambda: leading(leader), 30, "the first replica to lead")
@@ -152,7 +141,7 @@ async def test_only_the_leader_writes_and_failover_is_bounded(
     await wait_audited(auditor)
     assert auditor.illegal == []
     assert auditor.stale == []
-    figures.add(
+    scenario.figures.add(
         ScenarioFigure(
             scenario=f"leader election: kill -9 and SIGTERM ({'long' if load is LONG else 'ci'})",
             load=f"2 replicas, {load.workspaces} workspaces flipped between every step",
@@ -181,20 +170,13 @@ def _micro(text: str) -> float:
 
 
 async def test_partitioned_leader_steps_down_before_its_lease_expires(
-    local_plane: ControlPlane,
-    proxy: ProxyHandle,
-    k8s: Client,
-    namespace: str,
-    start_operator: OperatorFactory,
-    start_audit: StartAudit,
-    figures: Figures,
+    proxy: ProxyHandle, scenario: Scenario
 ) -> None:
-    ns = namespace
-    auditor = start_audit(local_plane, ns)
-    names, _ = load_names("part", 10, 0)
-    await create_many(k8s, ns, names)
+    k8s, ns, start_operator = scenario.k8s, scenario.namespace, scenario.start_operator
+    auditor = scenario.audit()
+    names, _ = await scenario.populate("part", 10)
     churn = ConditionChurn(k8s, ns, names)
-    via_proxy = local_plane.admin_kubeconfig_for(proxy.url, f"partitioned-{ns}")
+    via_proxy = scenario.plane.admin_kubeconfig_for(proxy.url, f"partitioned-{ns}")
     cut_off = start_operator(*replica_args(ns), kubeconfig_path=via_proxy)
     await cut_off.wait_ready()
     await wait_until(lambda: leading(cut_off), 30, "the proxied replica to lead")
@@ -234,7 +216,7 @@ async def test_partitioned_leader_steps_down_before_its_lease_expires(
     await wait_audited(auditor)
     assert auditor.illegal == []
     assert auditor.stale == []
-    figures.add(
+    scenario.figures.add(
         ScenarioFigure(
             scenario="leader election: partitioned leader",
             load="2 replicas (the leader behind a proxy), 10 workspaces changed during the cut",

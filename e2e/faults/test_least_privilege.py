@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from e2e.conftest import OperatorFactory
 from e2e.faults.audit import wait_audited
-from e2e.faults.conftest import StartAudit
 from e2e.faults.figures import Figures, ScenarioFigure
 from e2e.faults.load import crashes, logged, sample, wait_until
 from e2e.faults.planes import client_for
 from e2e.faults.rbac import NAMESPACE as SA_NAMESPACE
 from e2e.faults.rbac import service_account_kubeconfig
+from e2e.faults.scenario import Scenario
 from e2e.harness import (
     INFERENCE_READY,
     TUNING_EXAMPLE,
@@ -63,17 +62,11 @@ def no_denials(op: Operator) -> None:
 
 
 async def test_lifecycles_and_events_under_the_service_account(
-    service_account: tuple[Path, str],
-    local_plane: ControlPlane,
-    k8s: Client,
-    namespace: str,
-    start_operator: OperatorFactory,
-    start_audit: StartAudit,
-    figures: Figures,
+    service_account: tuple[Path, str], scenario: Scenario
 ) -> None:
-    ns = namespace
-    auditor = start_audit(local_plane, ns)
-    op = start_operator(f"--namespace={ns}", kubeconfig_path=service_account[0])
+    k8s, ns = scenario.k8s, scenario.namespace
+    auditor = scenario.audit()
+    op = scenario.start_operator(f"--namespace={ns}", kubeconfig_path=service_account[0])
     await op.wait_ready()
 
     await create_workspace(k8s, ns, "phi")
@@ -123,7 +116,7 @@ async def test_lifecycles_and_events_under_the_service_account(
         ("Pending", "Running"),
         ("Running", "Succeeded"),
     ]
-    figures.add(
+    scenario.figures.add(
         ScenarioFigure(
             scenario="least privilege: lifecycles",
             load="1 inference + 1 tuning workspace through every state",
@@ -141,16 +134,10 @@ def leading(op: Operator) -> bool:
 
 
 async def test_leader_election_under_the_service_account(
-    service_account: tuple[Path, str],
-    local_plane: ControlPlane,
-    k8s: Client,
-    namespace: str,
-    start_operator: OperatorFactory,
-    start_audit: StartAudit,
-    figures: Figures,
+    service_account: tuple[Path, str], scenario: Scenario
 ) -> None:
-    ns = namespace
-    auditor = start_audit(local_plane, ns)
+    k8s, ns, start_operator = scenario.k8s, scenario.namespace, scenario.start_operator
+    auditor = scenario.audit()
     # A lease left by an earlier run would hold the election up for its duration.
     with contextlib.suppress(NotFound):
         await k8s.delete(LEASE, LEASE_NAME, SA_NAMESPACE)
@@ -182,7 +169,7 @@ async def test_leader_election_under_the_service_account(
     await wait_audited(auditor)
     assert auditor.illegal == []
     assert took < 10
-    figures.add(
+    scenario.figures.add(
         ScenarioFigure(
             scenario="least privilege: leader election",
             load=f"2 replicas as the ServiceAccount, Lease in {SA_NAMESPACE}",

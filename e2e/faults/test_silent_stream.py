@@ -18,22 +18,18 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from e2e.conftest import OperatorFactory
 from e2e.faults.audit import wait_audited
-from e2e.faults.conftest import StartAudit
-from e2e.faults.figures import Figures, ScenarioFigure
+from e2e.faults.figures import ScenarioFigure
 from e2e.faults.load import (
     INFERENCE_SETS,
     ConditionChurn,
     alive,
     crashes,
-    create_many,
     list_workspaces,
-    load_names,
     logged,
     wait_converged,
 )
-from reconciler.client import Client
+from e2e.faults.scenario import Scenario, ci_and_long
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.envtest.proxy import ProxyHandle, fault_proxy
 from reconciler.informer import WATCH_IDLE_TIMEOUT
@@ -70,25 +66,15 @@ def proxy(local_plane: ControlPlane) -> Iterator[ProxyHandle]:
         yield p
 
 
-@pytest.mark.parametrize(
-    "load", [pytest.param(CI, id="ci"), pytest.param(LONG, id="long", marks=pytest.mark.long)]
-)
+@ci_and_long(CI, LONG)
 async def test_watchdog_reopens_a_silent_watch(
-    load: Load,
-    local_plane: ControlPlane,
-    proxy: ProxyHandle,
-    k8s: Client,
-    namespace: str,
-    start_operator: OperatorFactory,
-    start_audit: StartAudit,
-    figures: Figures,
+    load: Load, proxy: ProxyHandle, scenario: Scenario
 ) -> None:
-    ns = namespace
-    auditor = start_audit(local_plane, ns)
-    names, _ = load_names("w", load.workspaces, 0)
-    await create_many(k8s, ns, names)
-    via_proxy = local_plane.admin_kubeconfig_for(proxy.url, f"operator-{ns}")
-    op = start_operator(
+    k8s, ns = scenario.k8s, scenario.namespace
+    auditor = scenario.audit()
+    names, _ = await scenario.populate("w", load.workspaces)
+    via_proxy = scenario.plane.admin_kubeconfig_for(proxy.url, f"operator-{ns}")
+    op = scenario.start_operator(
         f"--namespace={ns}",
         f"--watch-idle-timeout={load.idle_timeout:g}s",
         kubeconfig_path=via_proxy,
@@ -143,7 +129,7 @@ async def test_watchdog_reopens_a_silent_watch(
     assert auditor.stale == []
     assert crashes(op) == 0
     watchdog = logged(op, "watch stream silent, reconnecting")
-    figures.add(
+    scenario.figures.add(
         ScenarioFigure(
             scenario=f"silent watch stream ({'long' if load is LONG else 'ci'})",
             load=(
