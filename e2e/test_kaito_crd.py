@@ -80,7 +80,9 @@ async def test_pruned_status_is_reported_once_without_a_hot_loop(
     await bare_client.create(NAMESPACE, {"metadata": {"name": ns}})
     await create_workspace(bare_client, ns, "phi")
     await set_conditions(bare_client, ns, "phi", *INFERENCE_READY)
-    op = start_operator(f"--namespace={ns}", kubeconfig_path=bare_plane.kubeconfig)
+    op = start_operator(
+        f"--namespace={ns}", "--log-level=debug", kubeconfig_path=bare_plane.kubeconfig
+    )
     await op.wait_ready()
     ev = await wait_event(bare_client, ns, "phi", "StatusFieldPruned", "status.status")
     assert ev["type"] == "Warning"
@@ -94,8 +96,9 @@ async def test_pruned_status_is_reported_once_without_a_hot_loop(
     assert op.metric("rest_client_requests_total", method="PATCH") == patches
 
     # A real change from KAITO is one more attempt, not a loop, and no second Event.
-    await set_conditions(bare_client, ns, "phi", *INFERENCE_READY[:2])
-    await anyio.sleep(2.0)
+    written = await set_conditions(bare_client, ns, "phi", *INFERENCE_READY[:2])
+    assert await op.wait_decided(ns, "phi", written) == "Ready"
+    await anyio.sleep(1.0)  # grace for a (wrong) second Event to be written
     pruned = [
         e for e in await events_for(bare_client, ns, "phi") if e["reason"] == "StatusFieldPruned"
     ]
