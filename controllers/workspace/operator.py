@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -170,13 +171,33 @@ async def _check_crd(client: Client) -> None:
         raise UsageError(f"{WORKSPACE.api_version} does not serve {WORKSPACE.plural}")
 
 
+def _unreachable(host: str, err: TransportError) -> str:
+    """One line on why the first request failed; a TLS trust failure is said as such."""
+    chain: list[BaseException] = []
+    cause = err.__cause__
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__
+    # aiohttp's certificate error is itself an ssl.CertificateError; the innermost one
+    # is the ssl module's, which carries the verification message.
+    refused = [c for c in chain if isinstance(c, ssl.SSLCertVerificationError)]
+    if refused:
+        why = getattr(refused[-1], "verify_message", None) or str(refused[-1])
+        return (
+            f"the API server at {host} presented a certificate that the kubeconfig's "
+            f"certificate authority does not trust (certificate verify failed: {why}): "
+            "check certificate-authority(-data) for this cluster"
+        )
+    return f"cannot reach the API server at {host}: {err}"
+
+
 async def run(cfg: OperatorConfig) -> None:
     client = await Client.from_config(cfg.kubeconfig, user_agent="workspace-operator")
     async with client:
         try:
             await _check_crd(client)
         except TransportError as err:
-            raise UsageError(f"cannot reach the API server at {client.host}: {err}") from err
+            raise UsageError(_unreachable(client.host, err)) from err
         le = None
         if cfg.leader_elect:
             le = LeaderElectionConfig(lease_name=LEASE_NAME, namespace=_lease_namespace(cfg))
