@@ -478,6 +478,27 @@ async def test_bad_kubeconfig_fails_clearly(
     assert "cannot load cluster configuration" in op.log()
 
 
+async def test_a_taken_probe_port_fails_clearly(
+    start_operator: OperatorFactory, tmp_path: object
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        op = start_operator(f"--health-probe-bind-address=127.0.0.1:{port}")
+        assert op.proc is not None
+        code = await anyio.to_thread.run_sync(lambda: op.proc.wait(30) if op.proc else None)
+    assert code == 2, op.log()
+    assert "Traceback" not in op.log(), op.log()
+    assert (
+        f"cannot listen on 127.0.0.1:{port} for health probes: Address already in use; "
+        "is another operator running here? Choose another port with "
+        "--health-probe-bind-address"
+    ) in op.log()
+
+
 TUNING_PHASES = {
     "Running": (condition("JobStarted", "True", "WorkspaceTuningJobStatusStarted"),),
     "Succeeded": (

@@ -17,6 +17,7 @@ two servers: one with ``probes=True`` and no registry, one with a registry and
 from __future__ import annotations
 
 import inspect
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -28,7 +29,7 @@ from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-__all__ = ["CHECK_TIMEOUT", "HealthCheck", "ProbeServer", "parse_bind_address"]
+__all__ = ["CHECK_TIMEOUT", "HealthCheck", "ListenError", "ProbeServer", "parse_bind_address"]
 
 HealthCheck = Callable[[], str | Awaitable[str | None] | None]
 """Returns (or resolves to) ``None`` when healthy; an error string or an exception if not."""
@@ -56,6 +57,17 @@ def parse_bind_address(address: str) -> tuple[str | None, int] | None:
     return (host or None, int(port_text))
 
 
+class ListenError(Exception):
+    """A server could not listen on its bind address (the port is taken, say)."""
+
+    def __init__(self, bind_address: str, serves: str, cause: OSError) -> None:
+        self.bind_address = bind_address
+        self.serves = serves
+        # asyncio words its bind errors at length; the errno says it plainly.
+        reason = os.strerror(cause.errno) if cause.errno else str(cause)
+        super().__init__(f"cannot listen on {bind_address} for {serves}: {reason}")
+
+
 class ProbeServer:
     """Serves health and readiness checks and/or Prometheus metrics on one address."""
 
@@ -71,6 +83,7 @@ class ProbeServer:
         self._bind_address = bind_address
         self._address = parse_bind_address(bind_address)
         self._registry = registry
+        self._probes = probes
         self._checks: dict[_Kind, dict[str, HealthCheck]] = {"healthz": {}, "readyz": {}}
         self._port: int | None = None
         self._app = web.Application()
@@ -79,6 +92,14 @@ class ProbeServer:
                 self._mount_probe(kind)
         if registry is not None:
             self._app.router.add_get("/metrics", self._metrics)
+
+    @property
+    def serves(self) -> str:
+        """What this server is for, in words: "health probes", "metrics" or both."""
+        parts = ["health probes"] if self._probes else []
+        if self._registry is not None:
+            parts.append("metrics")
+        return " and ".join(parts)
 
     @property
     def enabled(self) -> bool:
@@ -111,11 +132,14 @@ class ProbeServer:
         await runner.setup()
         try:
             site: web.BaseSite
-            if host is None:
-                site = web.SockSite(runner, _listen_on_all_interfaces(port))
-            else:
-                site = web.TCPSite(runner, host, port)
-            await site.start()
+            try:
+                if host is None:
+                    site = web.SockSite(runner, _listen_on_all_interfaces(port))
+                else:
+                    site = web.TCPSite(runner, host, port)
+                await site.start()
+            except OSError as err:
+                raise ListenError(self._bind_address, self.serves, err) from err
             self._port = int(runner.addresses[0][1])
             log.info(
                 "serving",

@@ -37,6 +37,7 @@ from reconciler import (
 )
 from reconciler.cache import CacheSyncTimeout
 from reconciler.informer import WATCH_IDLE_TIMEOUT
+from reconciler.probes import ListenError
 
 CONTROLLER_NAME = "workspace-status"
 LEASE_NAME = "workspace-status-controller.kaito.sh"
@@ -264,6 +265,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         err = _root(group)
         if isinstance(err, UsageError | KubeconfigError):
             log.error(str(err))
+            return 2
+        if isinstance(err, ListenError):
+            flag = (
+                "--metrics-bind-address"
+                if err.serves == "metrics"
+                else ("--health-probe-bind-address")
+            )
+            log.error(f"{err}; is another operator running here? Choose another port with {flag}")
             return 2
         if isinstance(err, LeadershipLost):
             log.error(

@@ -12,7 +12,7 @@ import anyio.lowlevel
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from reconciler.probes import ProbeServer, parse_bind_address
+from reconciler.probes import ListenError, ProbeServer, parse_bind_address
 
 DEADLINE = 5.0
 
@@ -139,6 +139,30 @@ async def test_cancelling_run_closes_the_port() -> None:
     assert server.port is None
     with pytest.raises(aiohttp.ClientConnectionError):
         await get(f"{url}/healthz")
+
+
+@pytest.mark.parametrize(
+    ("probes", "registry", "serves"),
+    [
+        (True, False, "health probes"),
+        (False, True, "metrics"),
+        (True, True, "health probes and metrics"),
+    ],
+)
+async def test_a_taken_port_is_a_listen_error_naming_the_server(
+    probes: bool, registry: bool, serves: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        server = ProbeServer(address, CollectorRegistry() if registry else None, probes=probes)
+        with pytest.raises(ListenError) as info, anyio.fail_after(DEADLINE):
+            await server.run()
+    err = info.value
+    assert (err.bind_address, err.serves) == (address, serves)
+    assert str(err) == f"cannot listen on {address} for {serves}: Address already in use"
+    assert server.port is None
 
 
 @pytest.mark.parametrize("address", ["0", ""])
