@@ -458,11 +458,10 @@ _READ_BUFSIZE = 2**21
 
 def _env_proxy(url: str) -> str | None:
     """HTTPS_PROXY/HTTP_PROXY for ``url`` unless NO_PROXY exempts its host."""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if urllib.request.proxy_bypass(host):
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
         return None
-    proxies = urllib.request.getproxies()
-    return proxies.get(urllib.parse.urlsplit(url).scheme) or None
+    return urllib.request.getproxies().get(parts.scheme) or None
 
 
 def _query(**params: object) -> builtins.list[tuple[str, str]]:

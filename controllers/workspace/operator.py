@@ -174,22 +174,22 @@ async def _check_crd(client: Client) -> None:
 
 def _unreachable(host: str, err: TransportError) -> str:
     """One line on why the first request failed; a TLS trust failure is said as such."""
-    chain: list[BaseException] = []
+    # aiohttp's certificate error is itself an ssl.CertificateError; the innermost one
+    # in the chain is the ssl module's, which carries the verification message.
+    refused: ssl.SSLCertVerificationError | None = None
     cause = err.__cause__
     while cause is not None:
-        chain.append(cause)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            refused = cause
         cause = cause.__cause__
-    # aiohttp's certificate error is itself an ssl.CertificateError; the innermost one
-    # is the ssl module's, which carries the verification message.
-    refused = [c for c in chain if isinstance(c, ssl.SSLCertVerificationError)]
-    if refused:
-        why = getattr(refused[-1], "verify_message", None) or str(refused[-1])
-        return (
-            f"the API server at {host} presented a certificate that the kubeconfig's "
-            f"certificate authority does not trust (certificate verify failed: {why}): "
-            "check certificate-authority(-data) for this cluster"
-        )
-    return f"cannot reach the API server at {host}: {err}"
+    if refused is None:
+        return f"cannot reach the API server at {host}: {err}"
+    why = getattr(refused, "verify_message", None) or str(refused)
+    return (
+        f"the API server at {host} presented a certificate that the kubeconfig's "
+        f"certificate authority does not trust (certificate verify failed: {why}): "
+        "check certificate-authority(-data) for this cluster"
+    )
 
 
 async def run(cfg: OperatorConfig) -> None:
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flag = (
                 "--metrics-bind-address"
                 if err.serves == "metrics"
-                else ("--health-probe-bind-address")
+                else "--health-probe-bind-address"
             )
             log.error(f"{err}; is another operator running here? Choose another port with {flag}")
             return 2
