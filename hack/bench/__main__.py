@@ -27,9 +27,10 @@ from typing import Any
 import anyio
 import orjson
 
+from controllers.workspace.reconciler import WORKSPACE
 from hack.bench import contenders, report, workload
 from hack.bench.contenders import ALL, WATCHING
-from hack.bench.observer import WORKSPACE, StateObserver
+from hack.bench.observer import StateObserver
 from hack.bench.scenarios import (
     Convergence,
     Latency,

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hack.bench import procstat
-from reconciler.envtest.controlplane import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_CACHE = ROOT / ".cache" / "bench"
@@ -38,7 +37,7 @@ class Launch:
     workers: int
     log_path: Path
     job_path: Path | None = None  # raw only: the patches to send
-    health_port: int = 0  # ours only: /readyz
+    readyz: bool = False  # ours only: serves /readyz (on a port it logs)
     extra_args: tuple[str, ...] = ()  # appended to the command line (experiments)
 
 
@@ -47,7 +46,9 @@ class Process:
     name: str
     proc: subprocess.Popen[bytes]
     started_at: float  # time.monotonic() just before the spawn
-    health_port: int = 0
+    readyz: bool = False
+    log_path: Path | None = None
+    log_offset: int = 0  # where this start's lines begin (retries append to the log)
     _log: object = field(default=None, repr=False)
 
     @property
@@ -80,14 +81,15 @@ class Process:
 
 
 def _ours(launch: Launch) -> tuple[list[str], dict[str, str]]:
-    launch.health_port = free_port()
+    launch.readyz = True
     return [
         str(PROJECT_PYTHON),
         "-m",
         "controllers",
         f"--kubeconfig={launch.kubeconfig}",
         "--metrics-bind-address=0",
-        f"--health-probe-bind-address=127.0.0.1:{launch.health_port}",
+        # Port 0: the operator logs the port it bound (see reconciler.envtest.oplog).
+        "--health-probe-bind-address=127.0.0.1:0",
         f"--max-concurrent-reconciles={launch.workers}",
         # The workspaces are as old as the run; past 15 min, the 1 in 4 that stay Pending
         # would each get a StuckPending warning, work no peer does.
@@ -143,6 +145,7 @@ def start(name: str, launch: Launch) -> Process:
     argv, env = COMMANDS[name](launch)
     argv += launch.extra_args
     launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+    offset = launch.log_path.stat().st_size if launch.log_path.exists() else 0
     log = launch.log_path.open("ab")
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -154,7 +157,7 @@ def start(name: str, launch: Launch) -> Process:
         env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
         start_new_session=True,
     )
-    return Process(name, proc, started, launch.health_port, log)
+    return Process(name, proc, started, launch.readyz, launch.log_path, offset, log)
 
 
 def missing() -> list[str]:

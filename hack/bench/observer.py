@@ -19,12 +19,11 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from controllers.workspace.reconciler import WORKSPACE
 from hack.bench.workload import Key
 from reconciler.client import Client
 from reconciler.errors import Gone, TransportError
-from reconciler.resource import ResourceType
 
-WORKSPACE = ResourceType("kaito.sh", "v1beta1", "Workspace", "workspaces")
 WATCH_IDLE_TIMEOUT = 30.0
 RETRY_DELAY = 0.2
 

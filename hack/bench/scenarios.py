@@ -17,10 +17,12 @@ import aiohttp
 import anyio
 import orjson
 
+from controllers.workspace.reconciler import WORKSPACE
 from hack.bench import contenders, procstat, workload
 from hack.bench.contenders import RAW, Launch, Process
-from hack.bench.observer import WORKSPACE, StateObserver
+from hack.bench.observer import StateObserver
 from reconciler.client import Client
+from reconciler.envtest.oplog import served_ports
 from reconciler.errors import ApiError, TransportError
 
 READYZ_POLL = 0.02
@@ -131,16 +133,20 @@ def _log_tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-async def _readyz(port: int, started_at: float) -> float | None:
-    url = f"http://127.0.0.1:{port}/readyz"
+async def _readyz(proc: Process) -> float | None:
+    """Seconds from the spawn until ``/readyz`` answered 200 (its port read from the log)."""
+    assert proc.log_path is not None
     async with aiohttp.ClientSession() as session:
         while True:
-            try:
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
-                    if resp.status == 200:
-                        return time.monotonic() - started_at
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+            port = served_ports(proc.log_path, proc.log_offset).get("/readyz")
+            if port is not None:
+                url = f"http://127.0.0.1:{port}/readyz"
+                try:
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                        if resp.status == 200:
+                            return time.monotonic() - proc.started_at
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
             await anyio.sleep(READYZ_POLL)
 
 
@@ -244,7 +250,7 @@ async def converge(
     ready = anyio.Event()
 
     async def readyz() -> None:
-        result.readyz_s = await _readyz(proc.health_port, proc.started_at)
+        result.readyz_s = await _readyz(proc)
         ready.set()
 
     try:
@@ -265,11 +271,11 @@ async def converge(
 
                 tg.start_soon(first_write)
                 tg.start_soon(watch_exit)
-                if proc.health_port:
+                if proc.readyz:
                     tg.start_soon(readyz)
                 await observer.converged.wait()
                 await observer.first_write.wait()
-                if proc.health_port:
+                if proc.readyz:
                     with anyio.move_on_after(5):
                         await ready.wait()
                 tg.cancel_scope.cancel()
