@@ -5,14 +5,13 @@ transition auditor."""
 from __future__ import annotations
 
 import copy
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,29 +21,43 @@ import anyio
 import yaml
 
 from controllers.workspace.fsm import LEGAL_STATES, TRANSITIONS, Workload, WorkspaceState
+from controllers.workspace.reconciler import WORKSPACE as WORKSPACE  # re-exported for the tests
 from reconciler.client import Client
+from reconciler.envtest.oplog import log_entries, served_ports
 from reconciler.errors import Conflict, Gone, TransportError
 from reconciler.resource import CORE_EVENT, ResourceType
 
 Obj = dict[str, Any]
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "kaito"
-WORKSPACE = ResourceType("kaito.sh", "v1beta1", "Workspace", "workspaces")
 WORKSPACE_V1ALPHA1 = ResourceType("kaito.sh", "v1alpha1", "Workspace", "workspaces")
 
 
 # -- waiting ----------------------------------------------------------------------------
 async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition"
-) -> None:
-    """Poll ``check`` until it is true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    check: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 20.0,
+    what: str = "condition",
+    *,
+    describe: Callable[[], Awaitable[str]] | None = None,
+    poll: float = 0.05,
+) -> float:
+    """Poll ``check`` (plain or async) until it is true and return the seconds it took;
+    after ``timeout`` fail with ``what`` and, if given, ``describe()``'s account of what
+    was seen instead."""
+    start = time.monotonic()
     while True:
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await anyio.sleep(0.05)
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            message = f"timed out after {timeout}s waiting for {what}"
+            if describe is not None:
+                message += f"; {await describe()}"
+            raise AssertionError(message)
+        await anyio.sleep(poll)
 
 
 async def state_of(k8s: Client, ns: str, name: str) -> str | None:
@@ -53,17 +66,12 @@ async def state_of(k8s: Client, ns: str, name: str) -> str | None:
 
 
 async def wait_state(k8s: Client, ns: str, name: str, state: str, timeout: float = 20.0) -> None:
-    last: list[Obj] = []
-
     async def check() -> bool:
-        obj = await k8s.get(WORKSPACE, name, ns)
-        last[:] = [obj]
-        return (obj.get("status") or {}).get("status") == state
+        return await state_of(k8s, ns, name) == state
 
-    try:
-        await eventually(check, timeout, f"{ns}/{name} to be {state}")
-    except AssertionError as err:
-        raise AssertionError(f"{err}; {await _describe(k8s, ns, name, last)}") from None
+    await eventually(
+        check, timeout, f"{ns}/{name} to be {state}", describe=lambda: _describe(k8s, ns, name)
+    )
 
 
 async def events_for(k8s: Client, ns: str, name: str) -> list[Obj]:
@@ -83,16 +91,18 @@ async def wait_event(
                 return True
         return False
 
-    try:
-        await eventually(check, timeout, f"a {reason} event on {ns}/{name} containing {contains!r}")
-    except AssertionError as err:
-        raise AssertionError(f"{err}; {await _describe(k8s, ns, name, [])}") from None
+    await eventually(
+        check,
+        timeout,
+        f"a {reason} event on {ns}/{name} containing {contains!r}",
+        describe=lambda: _describe(k8s, ns, name),
+    )
     return found[0]
 
 
-async def _describe(k8s: Client, ns: str, name: str, last: list[Obj]) -> str:
-    """What a failed wait saw: the object's state and conditions and its Events."""
-    obj = last[0] if last else await k8s.get(WORKSPACE, name, ns)
+async def _describe(k8s: Client, ns: str, name: str) -> str:
+    """What a failed wait sees: the object's state and conditions and its Events."""
+    obj = await k8s.get(WORKSPACE, name, ns)
     status = obj.get("status") or {}
     conditions = [
         f"{c.get('type')}={c.get('status')}/{c.get('reason')}"
@@ -158,6 +168,23 @@ INFERENCE_READY = (
 )
 
 
+CRASHING = (
+    condition("ResourceReady", "True", "workspaceResourceStatusSuccess"),
+    condition("InferenceReady", "False", "ContainerCrashLoopBackOff", "back-off"),
+)
+
+
+async def walk_inference(k8s: Client, ns: str, name: str) -> None:
+    """Create an inference workspace and take it Pending → Ready → NotReady (a crash
+    loop) the way KAITO's conditions would, waiting for each state."""
+    await create_workspace(k8s, ns, name)
+    await wait_state(k8s, ns, name, "Pending")
+    await set_conditions(k8s, ns, name, *INFERENCE_READY)
+    await wait_state(k8s, ns, name, "Ready")
+    await set_conditions(k8s, ns, name, *CRASHING)
+    await wait_state(k8s, ns, name, "NotReady")
+
+
 async def assert_held(
     k8s: Client,
     op: Operator,
@@ -173,6 +200,21 @@ async def assert_held(
     outcome = await op.wait_decided(ns, name, written)
     assert outcome == (decided or state), f"{ns}/{name}: decided {outcome}"
     assert await state_of(k8s, ns, name) == state
+
+
+def sum_samples(exposition: str, name: str, labels: Mapping[str, str]) -> float:
+    """Sum of the samples of metric ``name`` in Prometheus text ``exposition`` whose
+    labels include ``labels``."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
+    for line in exposition.splitlines():
+        if not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        family, _, label_text = head.partition("{")
+        if family == name and all(w in label_text for w in wanted):
+            total += float(value)
+    return total
 
 
 # -- the operator as a process ----------------------------------------------------------
@@ -225,36 +267,17 @@ class Operator:
         """The port of the server that serves ``path``, from the operator's "serving" log
         line; ConnectionRefusedError (an OSError, like a closed port) until it is logged."""
         if path not in self._ports:
-            for entry in self.log_entries("serving"):
-                for served in entry.get("paths") or []:
-                    self._ports.setdefault(served, int(entry["port"]))
+            self._ports = served_ports(self.log_path, self._log_offset)
         if path not in self._ports:
             raise ConnectionRefusedError(f"the operator has not logged a port for {path} yet")
         return self._ports[path]
-
-    def log_entries(self, event: str) -> Iterator[Obj]:
-        """The JSON log lines of this run of the operator whose event is ``event``."""
-        if not self.log_path.exists():
-            return
-        marker = json.dumps(event).encode()
-        with self.log_path.open("rb") as f:
-            f.seek(self._log_offset)
-            for line in f:
-                if marker not in line:
-                    continue
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict) and entry.get("event") == event:
-                    yield entry
 
     def decisions(self, ns: str, name: str) -> dict[str, str]:
         """resourceVersion → outcome of every decision the operator logged on ``ns/name``
         (the "decided" lines; start the operator with ``--log-level=debug``)."""
         return {
             str(entry.get("resource_version")): str(entry.get("outcome"))
-            for entry in self.log_entries("decided")
+            for entry in log_entries(self.log_path, "decided", self._log_offset)
             if (entry.get("namespace"), entry.get("name")) == (ns, name)
         }
 
@@ -296,17 +319,7 @@ class Operator:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
-        total = 0.0
-        for line in self.metrics().splitlines():
-            if not line.startswith(name) or line.startswith("#"):
-                continue
-            head, _, value = line.rpartition(" ")
-            metric, _, label_text = head.partition("{")
-            if metric != name:
-                continue
-            if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
-                total += float(value)
-        return total
+        return sum_samples(self.metrics(), name, labels)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -382,12 +395,12 @@ class TransitionAuditor:
         async def check() -> bool:
             return self.changes_of(ns, name) == expected
 
-        try:
-            await eventually(check, timeout, f"the auditor to see {expected} on {ns}/{name}")
-        except AssertionError:
-            raise AssertionError(
-                f"{ns}/{name}: auditor saw {self.changes_of(ns, name)}, expected {expected}"
-            ) from None
+        async def seen() -> str:
+            return f"the auditor saw {self.changes_of(ns, name)}"
+
+        await eventually(
+            check, timeout, f"the auditor to see {expected} on {ns}/{name}", describe=seen
+        )
 
     async def run(
         self,

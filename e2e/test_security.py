@@ -15,14 +15,10 @@ import yaml
 from e2e.conftest import OperatorFactory
 from e2e.faults.rbac import service_account_kubeconfig
 from e2e.harness import (
-    INFERENCE_READY,
     ROOT,
     Operator,
     TransitionAuditor,
-    condition,
-    create_workspace,
-    set_conditions,
-    wait_state,
+    walk_inference,
 )
 from reconciler.client import Client
 from reconciler.envtest._certs import TinyCA
@@ -108,18 +104,7 @@ def _secrets_of(kubeconfig: Path) -> dict[str, str]:
 
 async def _reconcile_a_few(op: Operator, k8s: Client, ns: str) -> None:
     await op.wait_ready(STARTUP_TIMEOUT)
-    await create_workspace(k8s, ns, "w")
-    await wait_state(k8s, ns, "w", "Pending")
-    await set_conditions(k8s, ns, "w", *INFERENCE_READY)
-    await wait_state(k8s, ns, "w", "Ready")
-    await set_conditions(
-        k8s,
-        ns,
-        "w",
-        condition("ResourceReady", "True", "workspaceResourceStatusSuccess"),
-        condition("InferenceReady", "False", "ContainerCrashLoopBackOff"),
-    )
-    await wait_state(k8s, ns, "w", "NotReady")
+    await walk_inference(k8s, ns, "w")
 
 
 @pytest.mark.parametrize("credential", ["service-account-token", "client-certificate"])

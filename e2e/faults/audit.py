@@ -16,7 +16,6 @@ for the tests, independently of ``controllers.workspace.fsm``.
 from __future__ import annotations
 
 import base64
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ import aiohttp
 import anyio
 import orjson
 
-from e2e.harness import Obj, TransitionAuditor
+from e2e.harness import Obj, TransitionAuditor, eventually
 
 # -- the oracle -------------------------------------------------------------------------
 INFERENCE_STATES = frozenset({"Pending", "Ready", "NotReady"})
@@ -257,10 +256,24 @@ async def latest_revision(auditor: EtcdTransitionAuditor) -> int:
 async def wait_audited(auditor: EtcdTransitionAuditor, timeout: float = 30) -> None:
     """Wait until the auditor has read the newest stored version of every Workspace."""
     target = await latest_revision(auditor)
-    deadline = time.monotonic() + timeout
-    while not auditor.caught_up(target):
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"auditor at revision {auditor.revision}, etcd at {target} after {timeout}s"
-            )
-        await anyio.sleep(0.05)
+
+    async def at() -> str:
+        return f"auditor at revision {auditor.revision}, etcd at {target}"
+
+    await eventually(
+        lambda: auditor.caught_up(target), timeout, f"the auditor to reach {target}", describe=at
+    )
+
+
+def assert_clean(auditor: EtcdTransitionAuditor) -> None:
+    """Fail on any illegal edge or stale write the auditor has seen."""
+    if auditor.illegal:
+        raise AssertionError(f"illegal transitions: {auditor.illegal[:10]}")
+    if auditor.stale:
+        raise AssertionError(f"stale writes: {auditor.stale[:10]}")
+
+
+async def wait_clean(auditor: EtcdTransitionAuditor, timeout: float = 30) -> None:
+    """:func:`wait_audited`, then :func:`assert_clean`."""
+    await wait_audited(auditor, timeout)
+    assert_clean(auditor)

@@ -14,7 +14,7 @@ import anyio.from_thread
 import pytest
 
 from e2e.conftest import OperatorFactory
-from e2e.faults.audit import EtcdTransitionAuditor
+from e2e.faults.audit import EtcdTransitionAuditor, assert_clean
 from e2e.faults.figures import Figures
 from e2e.faults.scenario import Scenario
 from e2e.faults.scenario import StartAudit as StartAudit  # re-exported: tests import it here
@@ -82,8 +82,7 @@ def start_audit() -> Iterator[StartAudit]:
         for future in futures:
             future.cancel()
     for auditor in started:
-        assert auditor.illegal == [], f"illegal transitions: {auditor.illegal[:10]}"
-        assert auditor.stale == [], f"stale writes: {auditor.stale[:10]}"
+        assert_clean(auditor)
         assert auditor.gaps == 0, "the audit missed versions (etcd compacted them first)"
 
 

@@ -28,6 +28,7 @@ from e2e.harness import (
     Operator,
     condition,
     example,
+    sum_samples,
 )
 from reconciler.client import Client
 from reconciler.errors import (
@@ -347,27 +348,4 @@ def sample(op: Operator, metric: str, labels: dict[str, str] | None = None) -> f
         text = op.metrics()
     except OSError:
         return None
-    wanted = [f'{k}="{v}"' for k, v in (labels or {}).items()]
-    total = 0.0
-    for line in text.splitlines():
-        head, _, value = line.rpartition(" ")
-        family, _, label_text = head.partition("{")
-        if family == metric and all(w in label_text for w in wanted):
-            total += float(value)
-    return total
-
-
-async def wait_until(
-    check: Callable[[], bool | Awaitable[bool]], timeout: float, what: str, poll: float = 0.1
-) -> float:
-    """Poll ``check`` until true; returns the seconds it took; fails after ``timeout``."""
-    start = time.monotonic()
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await anyio.sleep(poll)
+    return sum_samples(text, metric, labels or {})

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import anyio
 
-from e2e.faults.load import wait_until
-from e2e.harness import ROOT, WORKSPACE
+from e2e.harness import ROOT, WORKSPACE, eventually
 from reconciler.client import Client
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.errors import Forbidden
@@ -51,5 +50,5 @@ async def service_account_kubeconfig(plane: ControlPlane, admin: Client) -> tupl
                 return False
         return True
 
-    await wait_until(authorized, 30, "config/rbac to take effect")
+    await eventually(authorized, 30, "config/rbac to take effect")
     return path, token

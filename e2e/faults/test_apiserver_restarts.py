@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from e2e.conftest import OperatorFactory
-from e2e.faults.audit import wait_audited
+from e2e.faults.audit import wait_clean
 from e2e.faults.figures import Figures, ScenarioFigure
 from e2e.faults.load import (
     ConditionChurn,
@@ -26,10 +26,10 @@ from e2e.faults.load import (
     logged,
     states,
     wait_converged,
-    wait_until,
 )
 from e2e.faults.planes import private_plane, restart_apiserver, restart_etcd
 from e2e.faults.scenario import Scenario, StartAudit, ci_and_long, scenario_on
+from e2e.harness import eventually
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.informer import BACKOFF_MAX
 
@@ -108,7 +108,7 @@ async def _restarts_under_load(load: Load, scenario: Scenario) -> None:
             def resumed(before: int = writes_before) -> bool:
                 return churn.writes > before
 
-            await wait_until(resumed, 30, "writes to resume")
+            await eventually(resumed, 30, "writes to resume")
         await anyio.sleep(load.load_between_faults)
         churn.stop()
     stopped = time.monotonic()
@@ -125,10 +125,8 @@ async def _restarts_under_load(load: Load, scenario: Scenario) -> None:
         gauge = {s: op.metric("kaito_workspace_status_workspaces", state=s) for s in expected}
         return all(gauge[s] == n for s, n in expected.items())
 
-    await wait_until(cache_matches, 30, "the state gauge to match the server")
-    await wait_audited(auditor)
-    assert auditor.illegal == []
-    assert auditor.stale == []
+    await eventually(cache_matches, 30, "the state gauge to match the server")
+    await wait_clean(auditor)
     assert auditor.gaps == 0
     assert crashes(op) == 0
     relists = len(logged(op, "watch expired, relisting"))

@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from e2e.conftest import OperatorFactory
-from e2e.faults.audit import wait_audited
+from e2e.faults.audit import wait_clean
 from e2e.faults.figures import Figures, ScenarioFigure
 from e2e.faults.load import (
     ConditionChurn,
@@ -27,11 +27,10 @@ from e2e.faults.load import (
     create_many,
     logged,
     wait_converged,
-    wait_until,
 )
 from e2e.faults.planes import CRD_DIR, private_plane
 from e2e.faults.scenario import Scenario, StartAudit, ci_and_long, scenario_on
-from e2e.harness import WORKSPACE
+from e2e.harness import WORKSPACE, eventually
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.envtest.proxy import ProxyHandle, fault_proxy
 from reconciler.informer import BACKOFF_MAX
@@ -121,7 +120,7 @@ async def _relist(load: Load, proxy: ProxyHandle, scenario: Scenario) -> None:
             proxy.restore()
             restored = time.monotonic()
             assert alive(op), op.log()[-3000:]
-            await wait_until(
+            await eventually(
                 lambda r=relists: len(logged(op, "watch expired, relisting")) > r,  # type: ignore[misc]
                 RELIST_BOUND + 5,
                 "the operator to relist after its resourceVersion expired",
@@ -138,13 +137,11 @@ async def _relist(load: Load, proxy: ProxyHandle, scenario: Scenario) -> None:
     def cache_complete() -> bool:
         return op.metric("kaito_workspace_status_workspaces") == live
 
-    await wait_until(cache_complete, 30, f"the operator's cache to hold {live} workspaces")
+    await eventually(cache_complete, 30, f"the operator's cache to hold {live} workspaces")
     expired = logged(op, "watch expired, relisting")
     assert expired, "no relist logged"
     assert any("too old" in r.get("error", "") for r in expired), expired
-    await wait_audited(auditor)
-    assert auditor.illegal == []
-    assert auditor.stale == []
+    await wait_clean(auditor)
     assert crashes(op) == 0
     scenario.figures.add(
         ScenarioFigure(

@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 from e2e.conftest import OperatorFactory
-from e2e.faults.audit import wait_audited
+from e2e.faults.audit import wait_clean
 from e2e.faults.figures import ScenarioFigure
 from e2e.faults.load import (
     INFERENCE_SETS,
@@ -28,10 +28,9 @@ from e2e.faults.load import (
     logged,
     sample,
     wait_converged,
-    wait_until,
 )
 from e2e.faults.scenario import Scenario, ci_and_long
-from e2e.harness import Operator
+from e2e.harness import Operator, eventually
 from reconciler.client import Client
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.envtest.proxy import ProxyHandle, fault_proxy
@@ -93,7 +92,7 @@ async def test_only_the_leader_writes_and_failover_is_bounded(
     names, _ = await scenario.populate("le", load.workspaces)
     churn = ConditionChurn(k8s, ns, names)
     leader = await start_operator(*replica_args(ns)).wait_ready()
-    await wait_until(lambda: leading(leader), 30, "the first replica to lead")
+    await eventually(lambda: leading(leader), 30, "the first replica to lead")
     follower = await start_operator(*replica_args(ns)).wait_ready()
     await wait_converged(k8s, ns, 30, expect_count=load.workspaces)
 
@@ -114,7 +113,7 @@ async def test_only_the_leader_writes_and_failover_is_bounded(
             killed = time.monotonic()
             state = "crashing" if state == "ready" else "ready"
             await flip(churn, names, state)  # changes wait for the next leader
-            await wait_until(lambda f=follower: leading(f), FAILOVER_BOUND + 5, "failover")  # type: ignore[misc]
+            await eventually(lambda f=follower: leading(f), FAILOVER_BOUND + 5, "failover")  # type: ignore[misc]
             failover.append(time.monotonic() - killed)
             await wait_converged(k8s, ns, 30)
             leader, follower = follower, await start_operator(*replica_args(ns)).wait_ready()
@@ -122,7 +121,7 @@ async def test_only_the_leader_writes_and_failover_is_bounded(
         if round_ < load.handovers:
             leader.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
             termed = time.monotonic()
-            await wait_until(lambda f=follower: leading(f), 30, "handover")  # type: ignore[misc]
+            await eventually(lambda f=follower: leading(f), 30, "handover")  # type: ignore[misc]
             handover.append(time.monotonic() - termed)
             code = leader.stop()
             assert code == 0, f"SIGTERM exit code {code}"
@@ -138,9 +137,7 @@ async def test_only_the_leader_writes_and_failover_is_bounded(
     assert churn.lost_writes(items) == []
     assert writes(follower) == 0
     assert crashes(leader, follower) == 0
-    await wait_audited(auditor)
-    assert auditor.illegal == []
-    assert auditor.stale == []
+    await wait_clean(auditor)
     scenario.figures.add(
         ScenarioFigure(
             scenario=f"leader election: kill -9 and SIGTERM ({'long' if load is LONG else 'ci'})",
@@ -179,7 +176,7 @@ async def test_partitioned_leader_steps_down_before_its_lease_expires(
     via_proxy = scenario.plane.admin_kubeconfig_for(proxy.url, f"partitioned-{ns}")
     cut_off = start_operator(*replica_args(ns), kubeconfig_path=via_proxy)
     await cut_off.wait_ready()
-    await wait_until(lambda: leading(cut_off), 30, "the proxied replica to lead")
+    await eventually(lambda: leading(cut_off), 30, "the proxied replica to lead")
     identity = logged(cut_off, "acquired leader lease")[0]["identity"]
     direct = await start_operator(*replica_args(ns)).wait_ready()
     await wait_converged(k8s, ns, 30, expect_count=len(names))
@@ -213,9 +210,7 @@ async def test_partitioned_leader_steps_down_before_its_lease_expires(
     _, items = await wait_converged(k8s, ns, 30, expect_count=len(names))
     assert all(o["status"]["status"] == "Ready" for o in items)
     assert crashes(direct) == 0
-    await wait_audited(auditor)
-    assert auditor.illegal == []
-    assert auditor.stale == []
+    await wait_clean(auditor)
     scenario.figures.add(
         ScenarioFigure(
             scenario="leader election: partitioned leader",
@@ -238,7 +233,7 @@ async def test_a_lost_lease_ends_the_process_with_code_1_and_a_clear_line(
     k8s: Client, namespace: str, start_operator: OperatorFactory
 ) -> None:
     op = await start_operator(*replica_args(namespace)).wait_ready()
-    await wait_until(lambda: leading(op), 30, "the replica to lead")
+    await eventually(lambda: leading(op), 30, "the replica to lead")
     # Another holder takes the lease: the leader sees it at its next renewal.
     lease = await k8s.get(LEASE, LEASE_NAME, namespace)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -17,7 +17,7 @@ import pytest
 
 from e2e.faults.audit import wait_audited
 from e2e.faults.figures import Figures, ScenarioFigure
-from e2e.faults.load import crashes, logged, sample, wait_until
+from e2e.faults.load import crashes, logged, sample
 from e2e.faults.planes import client_for
 from e2e.faults.rbac import NAMESPACE as SA_NAMESPACE
 from e2e.faults.rbac import service_account_kubeconfig
@@ -29,9 +29,11 @@ from e2e.harness import (
     Operator,
     condition,
     create_workspace,
+    eventually,
     set_conditions,
     wait_event,
     wait_state,
+    walk_inference,
 )
 from reconciler.client import Client, PatchType
 from reconciler.envtest.controlplane import ControlPlane
@@ -69,19 +71,8 @@ async def test_lifecycles_and_events_under_the_service_account(
     op = scenario.start_operator(f"--namespace={ns}", kubeconfig_path=service_account[0])
     await op.wait_ready()
 
-    await create_workspace(k8s, ns, "phi")
-    await wait_state(k8s, ns, "phi", "Pending")
-    await set_conditions(k8s, ns, "phi", *INFERENCE_READY)
-    await wait_state(k8s, ns, "phi", "Ready")
+    await walk_inference(k8s, ns, "phi")
     await wait_event(k8s, ns, "phi", "StateChanged", "Pending → Ready")
-    await set_conditions(
-        k8s,
-        ns,
-        "phi",
-        condition("ResourceReady", "True", "workspaceResourceStatusSuccess"),
-        condition("InferenceReady", "False", "ContainerCrashLoopBackOff", "back-off"),
-    )
-    await wait_state(k8s, ns, "phi", "NotReady")
     ev = await wait_event(k8s, ns, "phi", "NotReady", "ContainerCrashLoopBackOff")
     assert ev["type"] == "Warning"
     await set_conditions(k8s, ns, "phi", *INFERENCE_READY)
@@ -147,7 +138,7 @@ async def test_leader_election_under_the_service_account(
         f"--leader-election-namespace={SA_NAMESPACE}",
     ]
     first = await start_operator(*args, kubeconfig_path=service_account[0]).wait_ready()
-    await wait_until(lambda: leading(first), 30, "the first replica to lead")
+    await eventually(lambda: leading(first), 30, "the first replica to lead")
     second = await start_operator(*args, kubeconfig_path=service_account[0]).wait_ready()
     await create_workspace(k8s, ns, "w")
     await wait_state(k8s, ns, "w", "Pending")
@@ -156,7 +147,7 @@ async def test_leader_election_under_the_service_account(
     assert first.proc is not None
     first.proc.send_signal(signal.SIGTERM)
     handover = time.monotonic()
-    await wait_until(lambda: leading(second), 15, "the second replica to take over")
+    await eventually(lambda: leading(second), 15, "the second replica to take over")
     took = time.monotonic() - handover
     assert first.stop() == 0
     assert logged(first, "released leader lease")
