@@ -243,7 +243,8 @@ class Client:
         """PATCH with an explicit content type.
 
         For optimistic concurrency put ``metadata.resourceVersion`` in a merge
-        patch (or a ``test`` op in a JSON patch): a stale version is a 409.
+        patch (or a ``replace`` op of it in a JSON patch): a stale version is a 409.
+        A failed JSON-patch ``test`` op is a 422 (`Invalid`), not a conflict.
         Server-side apply needs a field manager.
         """
         if patch_type is PatchType.APPLY and not field_manager:
@@ -260,7 +261,7 @@ class Client:
         self,
         rt: ResourceType,
         name: str,
-        patch: Obj,
+        patch: Obj | builtins.list[Obj],
         *,
         namespace: str | None = None,
         patch_type: PatchType = PatchType.MERGE,

@@ -22,6 +22,15 @@ How conditions are read
   inference workspace from Ready, and is what a `Decision` names as a cause (tuning
   too). Types this module has never heard of gate, so a condition KAITO adds later
   reaches users through `status.status` without a release of this controller.
+* Stale conditions (`stale_conditions`): a condition whose observedGeneration is older
+  than the newest one KAITO stamped on another condition is one KAITO no longer
+  maintains; it does not gate. Awaited conditions are never stale.
+
+The previous state
+------------------
+`status.status` when it holds a legal state for the workload, else this controller's
+record condition (`record.py`), which survives KAITO's status writes that drop the
+field. So the rules hold over the sequence of states written, not of values seen.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from types import MappingProxyType
 from typing import TypeAlias
 
 from controllers.workspace.model import Condition, Workspace
+from controllers.workspace.record import RECORD_CONDITION, recorded_state
 
 __all__ = [
     "AWAITED_CONDITIONS",
@@ -53,6 +63,7 @@ __all__ = [
     "is_legal_transition",
     "next_state",
     "pending_blockers",
+    "stale_conditions",
 ]
 
 
@@ -93,8 +104,10 @@ class ConditionType(StrEnum):
     WORKSPACE_DELETING = "WorkspaceDeleting"
 
 
-_ALWAYS_INFORMATIONAL = frozenset(
+_ALWAYS_INFORMATIONAL: frozenset[str] = frozenset(
     {
+        # This controller's own record of the state it wrote (see record.py).
+        RECORD_CONDITION,
         # Handled before any state is computed: a deleting workspace keeps its state.
         ConditionType.WORKSPACE_DELETING,
         # KAITO's own summary, derived from the conditions below: False/workspacePending
@@ -205,9 +218,9 @@ class ConditionSummary:
 class Decision:
     """The state to hold and why.
 
-    Invariants: `(previous, state)` is in `TRANSITIONS[workload]`; `previous` is None
-    exactly when `raw_previous` is absent or not a legal state for the workload, and
-    `previous_was_illegal` says which.
+    Invariants: `(previous, state)` is in `TRANSITIONS[workload]`; `previous` is
+    `raw_previous` when that is a legal state for the workload, else `raw_record` when
+    that is, else None; `previous_was_illegal` says that a stored value was not legal.
     """
 
     workload: Workload
@@ -223,11 +236,21 @@ class Decision:
     blocking: tuple[ConditionSummary, ...]
     # Awaited conditions that are neither True nor False (absent or Unknown).
     awaiting: tuple[ConditionSummary, ...]
+    # The state this controller's record condition holds, as stored (record.py).
+    raw_record: str | None = None
+    # False conditions that would gate but are stale (`stale_conditions`), ignored.
+    stale: tuple[ConditionSummary, ...] = ()
 
     @property
     def changed(self) -> bool:
-        """Whether `status.status` must be written."""
+        """Whether this is a transition: the state differs from the previous one."""
         return self.state != self.previous
+
+    @property
+    def needs_write(self) -> bool:
+        """Whether `status.status` or the record differs from `state`: a transition, or
+        a restore after another writer blanked or changed the field."""
+        return self.raw_previous != self.state.value or self.raw_record != self.state.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,13 +295,21 @@ def next_state(workspace: Workspace) -> Outcome:
     workload = Workload.INFERENCE if workspace.has_inference else Workload.TUNING
 
     raw = workspace.status.status
-    previous = _read_previous(workload, raw)
+    record = recorded_state(workspace.status.conditions)
+    from_field = _read_previous(workload, raw)
+    # status.status first: it is what users and other writers see. The record stands in
+    # when another writer dropped the field (or put something illegal there).
+    previous = from_field if from_field is not None else _read_previous(workload, record)
     informational = INFORMATIONAL_CONDITIONS[workload]
-    blocking = tuple(
-        _summary(c)
+    stale = stale_conditions(
+        workload, conditions.values(), restamped=workspace.status.state is not None
+    )
+    gating = [
+        c
         for c in conditions.values()
         if _status(c) is ConditionStatus.FALSE and c.type not in informational
-    )
+    ]
+    blocking = tuple(_summary(c) for c in gating if c.type not in stale)
     awaiting = tuple(
         _summary(conditions.get(t), t)
         for t in AWAITED_CONDITIONS[workload]
@@ -294,9 +325,46 @@ def next_state(workspace: Workspace) -> Outcome:
         state=state,
         previous=previous,
         raw_previous=raw,
-        previous_was_illegal=raw is not None and previous is None,
+        previous_was_illegal=(raw is not None and from_field is None)
+        or (raw is None and record is not None and previous is None),
         blocking=blocking,
         awaiting=awaiting,
+        raw_record=record,
+        stale=tuple(_summary(c) for c in gating if c.type in stale),
+    )
+
+
+def stale_conditions(
+    workload: Workload, conditions: Iterable[Condition], *, restamped: bool
+) -> frozenset[str]:
+    """The types of conditions KAITO no longer maintains.
+
+    KAITO v0.9 and later recompute every condition they maintain on each sync and stamp
+    each with the workspace's generation (`meta.SetStatusCondition` updates
+    observedGeneration even when nothing else changed). Once some condition carries a
+    newer generation than another, KAITO has processed the newer spec and left the
+    older one behind (e.g. `ModelMirrorReady` after streaming was turned off). Such a
+    condition neither gates nor is named as a cause.
+
+    `restamped` says the writer is such a KAITO; it is recognised by `status.state`,
+    which came in the same release. KAITO v0.8.1 rewrites a condition only when its
+    status, reason or message changes, so live conditions there carry old generations
+    and nothing is stale. The awaited conditions are never stale: a workspace is not
+    Ready until they are True, whatever their generation. Conditions without an
+    observedGeneration, and this controller's record, take no part.
+    (Facts and references: docs/kaito-behaviour.md.)
+    """
+    if not restamped:
+        return frozenset()
+    stamped = [
+        c for c in conditions if c.observed_generation is not None and c.type != RECORD_CONDITION
+    ]
+    if not stamped:
+        return frozenset()
+    newest = max(c.observed_generation or 0 for c in stamped)
+    awaited = AWAITED_CONDITIONS[workload]
+    return frozenset(
+        c.type for c in stamped if (c.observed_generation or 0) < newest and c.type not in awaited
     )
 
 

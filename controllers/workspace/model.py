@@ -121,6 +121,14 @@ class WorkspaceStatus(_Model):
     # representable so the state machine can notice it and say so.
     status: str | None = None
     conditions: tuple[Condition, ...] = ()
+    # KAITO's own summary (v0.9 and later; absent at v0.8.1). Only its presence is read:
+    # it tells which KAITO writes the conditions (see fsm.stale_conditions).
+    state: str | None = None
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _any_state(cls, value: object) -> object:
+        return None if value is None else str(value)
 
     @field_validator("status", mode="before")
     @classmethod
@@ -192,7 +200,7 @@ _METADATA_FIELDS = (
     "labels",
 )
 _RESOURCE_FIELDS = ("instanceType",)
-_STATUS_FIELDS = ("status", "conditions")
+_STATUS_FIELDS = ("status", "conditions", "state")
 _CONDITION_FIELDS = (
     "type",
     "status",

@@ -1,11 +1,13 @@
 """The Workspace status reconciler: cache read → pure ``next_state`` → one status write.
 
-It writes exactly one field, ``status.status``, on the status subresource, with
-a merge patch that carries the cached object's resourceVersion. A stale cache
-therefore cannot write a stale state: the API server answers 409 and the
+It writes ``status.status`` and its own record condition (``record.py``) on the status
+subresource, in one JSON patch that carries the cached object's resourceVersion. A
+stale cache therefore cannot write a stale state: the API server answers 409 and the
 request is retried at once against the newer object the informer is about to
-deliver. Conditions and every other status field belong to KAITO and are
-never sent.
+deliver. KAITO's conditions and every other status field are never sent.
+
+Besides transitions it restores: KAITO's status writes drop ``status.status``, and the
+next reconcile writes the remembered state back (no Event: nothing changed).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as CounterMetric
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -32,12 +36,14 @@ from controllers.workspace.fsm import (
     pending_blockers,
 )
 from controllers.workspace.model import Workspace, WorkspaceParseError, parse_workspace
+from controllers.workspace.record import RECORD_CONDITION, state_patch
 from reconciler import (
     Client,
     Conflict,
     EventRecorder,
     InformerCache,
     NotFound,
+    PatchType,
     Request,
     ResourceType,
     Result,
@@ -83,11 +89,26 @@ class _StateCollector(Collector):
         )
         counts = Counter({s.value: 0 for s in WorkspaceState} | {"": 0})
         for obj in self._cache.list(WORKSPACE):
-            state = (obj.get("status") or {}).get("status") or ""
-            counts[state if state in counts else "<invalid>"] += 1
+            counts[_held_state(obj, counts)] += 1
         for state, n in sorted(counts.items()):
             family.add_metric([state], n)
         yield family
+
+
+def _held_state(obj: dict[str, Any], known: Counter[str]) -> str:
+    """The state a workspace holds: ``status.status``, or while another writer has
+    blanked it, the record's; '' before the first write. Reads the raw dict: this runs
+    for every cached workspace at each scrape."""
+    status = obj.get("status") or {}
+    state = status.get("status")
+    if state is None:
+        for condition in status.get("conditions") or ():
+            if isinstance(condition, dict) and condition.get("type") == RECORD_CONDITION:
+                state = condition.get("reason")
+                break
+    if not state:
+        return ""
+    return state if isinstance(state, str) and state in known else "<invalid>"
 
 
 class WorkspaceStatusReconciler:
@@ -114,11 +135,26 @@ class WorkspaceStatusReconciler:
             buckets=PENDING_BUCKETS,
             registry=registry,
         )
+        self._restores = CounterMetric(
+            "kaito_workspace_status_restores_total",
+            "Writes of status.status that only put back the remembered state after "
+            "another writer (KAITO's status updates) dropped or changed it.",
+            registry=registry,
+        )
         registry.register(_StateCollector(cache))
         # Remembered per object so that a persistent problem is reported once, not on
         # every reconcile; keyed by request, reset when the object changes or goes away.
         self._reported: dict[Request, dict[str, str]] = {}
         self._pruned_at: dict[Request, str] = {}
+        # Set when a write came back without status.status (the installed CRD lacks the
+        # field): restoring it is pointless until the CRD changes, so only transitions
+        # (which update the record) are written meanwhile.
+        self._field_missing = False
+
+    def crd_changed(self) -> None:
+        """The Workspace CRD changed: the field may be back, so restores resume."""
+        self._field_missing = False
+        self._pruned_at.clear()
 
     async def reconcile(self, request: Request) -> Result:
         obj = self._cache.get(WORKSPACE, request.name, request.namespace)
@@ -151,26 +187,32 @@ class WorkspaceStatusReconciler:
         self, request: Request, obj: dict[str, Any], ws: Workspace, d: Decision
     ) -> Result:
         if d.previous_was_illegal:
+            field = d.raw_previous is not None
+            value = d.raw_previous if field else d.raw_record
+            where = "status.status" if field else "the recorded state"
+            instead = f"using the recorded {d.previous}" if d.previous else "treating it as unset"
             self._warn_once(
                 request,
                 obj,
                 "IllegalPreviousState",
-                f"status.status {d.raw_previous!r} is not a {d.workload.value} state; "
-                "treating it as unset",
+                f"{where} {value!r} is not a {d.workload.value} state; {instead}",
             )
-        if d.changed:
-            if not is_legal_transition(d.workload, d.previous, d.state):
-                # Unreachable by construction (tests prove the machine stays in the
-                # table); the writer still refuses rather than trusting it.
-                self._warn_once(
-                    request,
-                    obj,
-                    "IllegalTransition",
-                    f"refusing {d.previous} → {d.state} for a {d.workload.value} workspace",
-                )
-                return Result()
-            if self._pruned_at.get(request) == ws.metadata.resource_version:
-                return Result()
+        if d.changed and not is_legal_transition(d.workload, d.previous, d.state):
+            # Unreachable by construction (tests prove the machine stays in the table);
+            # the writer still refuses rather than trusting it.
+            self._warn_once(
+                request,
+                obj,
+                "IllegalTransition",
+                f"refusing {d.previous} → {d.state} for a {d.workload.value} workspace",
+            )
+            return Result()
+        restore_only = d.needs_write and not d.changed
+        if (
+            d.needs_write
+            and not (restore_only and self._field_missing)
+            and self._pruned_at.get(request) != ws.metadata.resource_version
+        ):
             written = await self._write(request, obj, ws, d)
             if written is not None:
                 return written
@@ -181,16 +223,14 @@ class WorkspaceStatusReconciler:
     async def _write(
         self, request: Request, obj: dict[str, Any], ws: Workspace, d: Decision
     ) -> Result | None:
-        patch = {
-            "metadata": {"resourceVersion": ws.metadata.resource_version},
-            "status": {"status": d.state.value},
-        }
+        now = datetime.fromtimestamp(self._clock(), UTC)
         try:
             out = await self._client.patch_status(
                 WORKSPACE,
                 request.name,
-                patch,
+                state_patch(ws, d.state.value, now),
                 namespace=request.namespace,
+                patch_type=PatchType.JSON,
                 field_manager=FIELD_MANAGER,
             )
         except Conflict:
@@ -200,6 +240,7 @@ class WorkspaceStatusReconciler:
         except NotFound:
             return Result()
         if (out.get("status") or {}).get("status") != d.state.value:
+            self._field_missing = True
             self._pruned_at[request] = str((out.get("metadata") or {}).get("resourceVersion"))
             self._warn_once(
                 request,
@@ -212,11 +253,18 @@ class WorkspaceStatusReconciler:
                 level="error",
             )
             return Result()
+        self._field_missing = False
+        if not d.changed:
+            self._restores.inc()
+            log.debug("restored", state=d.state.value, dropped=d.raw_previous is None)
+            return None
         prev = d.previous.value if d.previous else "none"
         log.info("state changed", previous=prev, state=d.state.value)
         message = f"{prev} → {d.state.value}"
         if d.state in (WorkspaceState.NOT_READY, WorkspaceState.FAILED):
             cause = _describe(d.blocking) or "no False condition reported"
+            if d.stale:
+                cause += f"; ignored as stale (older observedGeneration): {_describe(d.stale)}"
             self._events.record(obj, "Warning", d.state.value, f"{message}: {cause}")
         else:
             self._events.record(obj, "Normal", "StateChanged", message)

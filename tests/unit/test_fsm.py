@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from controllers.workspace.fsm import (
@@ -35,8 +35,10 @@ from controllers.workspace.fsm import (
     is_legal_transition,
     next_state,
     pending_blockers,
+    stale_conditions,
 )
 from controllers.workspace.model import Workspace, parse_workspace
+from controllers.workspace.record import RECORD_CONDITION
 
 INF = Workload.INFERENCE
 TUN = Workload.TUNING
@@ -65,8 +67,12 @@ def workspace_dict(
     conditions: Iterable[Cond] = (),
     *,
     deleting: bool = False,
+    kaito_state: str | None = "Pending",
 ) -> dict[str, Any]:
-    """A Workspace as the informer delivers it. `workload`: inference, tuning, both, None."""
+    """A Workspace as the informer delivers it. `workload`: inference, tuning, both, None.
+
+    `kaito_state` is KAITO's own `status.state` (v0.9 and later write it; None is v0.8.1).
+    """
     obj: dict[str, Any] = {
         "apiVersion": "kaito.sh/v1beta1",
         "kind": "Workspace",
@@ -80,6 +86,8 @@ def workspace_dict(
     if workload in ("tuning", "both"):
         obj["tuning"] = {"preset": {"name": "phi-3-mini-128k-instruct"}, "method": "qlora"}
     status: dict[str, Any] = {"conditions": list(conditions)}
+    if kaito_state is not None:
+        status["state"] = kaito_state
     if previous is not None:
         status["status"] = previous
     obj["status"] = status
@@ -658,6 +666,17 @@ def status_of(first: dict[str, Cond], type_: str) -> str | None:
     return None if condition is None else condition["status"]
 
 
+def stale_oracle(workload: Workload, first: dict[str, Cond]) -> set[str]:
+    """The stale rule, restated: older than the newest stamp, and not awaited."""
+    stamps = {t: x["observedGeneration"] for t, x in first.items() if "observedGeneration" in x}
+    newest = max(stamps.values(), default=None)
+    return {
+        t
+        for t, g in stamps.items()
+        if newest is not None and g < newest and t not in AWAITED_CONDITIONS[workload]
+    }
+
+
 ANY_WORKLOAD = st.sampled_from(list(Workload))
 PROPERTY_SETTINGS = settings(max_examples=250, deadline=None)
 
@@ -734,8 +753,10 @@ def test_inference_is_ready_exactly_when_the_contract_says(
 ) -> None:
     _, _, conditions, decision = case
     first = first_of_each(conditions)
+    stale = stale_oracle(INF, first)
     gating_false = any(
-        x["status"] == "False" and t not in INFORMATIONAL_CONDITIONS[INF] for t, x in first.items()
+        x["status"] == "False" and t not in INFORMATIONAL_CONDITIONS[INF] and t not in stale
+        for t, x in first.items()
     )
     ready = (
         status_of(first, "ResourceReady") == "True"
@@ -827,6 +848,20 @@ def test_informational_conditions_do_not_change_the_state(
         read = {"JobStarted", "WorkspaceSucceeded"}
         ignored = frozenset(KNOWN_TYPES + UNKNOWN_TYPES) - read
     kept = [x for x in conditions if x["type"] not in ignored]
+
+    # An informational condition still stamps the generation KAITO has processed, which
+    # decides what is stale: the property holds where removing them keeps the newest.
+    def newest(cs: list[Cond]) -> int | None:
+        stamps = [x["observedGeneration"] for x in first_of_each(cs).values()]
+        return max((g for g in stamps if g is not None), default=None)
+
+    first = {t: x.get("observedGeneration") for t, x in first_of_each(conditions).items()}
+    assume(
+        newest([{"type": t, "observedGeneration": g} for t, g in first.items()])
+        == newest(
+            [{"type": x["type"], "observedGeneration": x.get("observedGeneration")} for x in kept]
+        )
+    )
     assert decide(workload, previous, kept).state is decision.state
 
 
@@ -837,12 +872,181 @@ def test_a_false_unknown_type_always_blocks_ready(
 ) -> None:
     _, previous, conditions, _ = case
     without = [x for x in conditions if x["type"] != type_]
-    decision = decide(INF, previous, [c(type_, "False", reason), *without])
+    live = c(type_, "False", reason)
+    # Stamped with the newest generation present: a condition KAITO maintains.
+    live["observedGeneration"] = max(
+        (x.get("observedGeneration", 0) for x in first_of_each(without).values()), default=1
+    )
+    decision = decide(INF, previous, [live, *without])
     assert decision.state is not S.READY
     assert ConditionSummary(type_, ConditionStatus.FALSE, reason) in decision.blocking
+
+
+@PROPERTY_SETTINGS
+@given(decisions())
+def test_stale_conditions_are_exactly_the_rule(
+    case: tuple[Workload, str | None, list[Cond], Decision],
+) -> None:
+    workload, _, conditions, decision = case
+    first = first_of_each(conditions)
+    assert {s.type for s in decision.stale} == {
+        t
+        for t in stale_oracle(workload, first)
+        if first[t]["status"] == "False" and t not in INFORMATIONAL_CONDITIONS[workload]
+    }
+    assert not {s.type for s in decision.stale} & {s.type for s in decision.blocking}
 
 
 def test_next_state_is_a_function_of_the_model() -> None:
     workspace = parse_workspace(workspace_dict("inference", "Ready", INFERENCE_CRASHING))
     assert isinstance(workspace, Workspace)
     assert next_state(workspace) == next_state(workspace.model_copy())
+
+
+# --- stale conditions (KAITO no longer maintains them) ----------------------------------
+
+
+def stamped(condition: Cond, generation: int) -> Cond:
+    return {**condition, "observedGeneration": generation}
+
+
+def test_a_condition_left_at_an_older_generation_does_not_gate() -> None:
+    # Streaming turned off in generation 2: KAITO stamps what it maintains with 2 and
+    # never touches ModelMirrorReady again.
+    conditions = [stamped(x, 2) for x in INFERENCE_SERVING] + [
+        stamped(c("ModelMirrorReady", "False", "ModelMirrorPending", "in progress"), 1)
+    ]
+    decision = decide(INF, "Ready", conditions)
+    assert decision.state is S.READY
+    assert [s.type for s in decision.stale] == ["ModelMirrorReady"]
+    assert decision.blocking == ()
+
+
+def test_a_live_false_condition_still_gates() -> None:
+    conditions = [stamped(x, 2) for x in INFERENCE_SERVING] + [
+        stamped(c("BenchmarkCompleted", "False", "BenchmarkFailed", "boom"), 2)
+    ]
+    decision = decide(INF, "Ready", conditions)
+    assert decision.state is S.NOT_READY
+    assert [s.type for s in decision.blocking] == ["BenchmarkCompleted"]
+    assert decision.stale == ()
+
+
+def test_awaited_conditions_are_never_stale() -> None:
+    conditions = [
+        stamped(c("ResourceReady", "True"), 3),
+        stamped(c("InferenceReady", "False", "ContainerCrashLoopBackOff"), 2),
+    ]
+    parsed = parse_workspace(workspace_dict("inference", None, conditions))
+    assert stale_conditions(INF, parsed.status.conditions, restamped=True) == frozenset()
+    assert decide(INF, "Ready", conditions).state is S.NOT_READY
+
+
+def test_without_generations_nothing_is_stale() -> None:
+    conditions = [
+        {k: v for k, v in x.items() if k != "observedGeneration"} for x in INFERENCE_CRASHING
+    ]
+    assert decide(INF, "Ready", conditions).stale == ()
+
+
+V0_8_1_AFTER_A_SPEC_CHANGE = [
+    # KAITO v0.8.1 rewrites a condition only when its status, reason or message changes,
+    # so after a spec change (generation 2) the unchanged ones keep generation 1.
+    stamped(c("NodeClaimReady", "False", "NodeClaimNotReady"), 1),
+    stamped(c("ResourceReady", "False", "workspaceResourceStatusNotReady"), 2),
+    stamped(c("InferenceReady", "True", "WorkspaceInferenceStatusSuccess"), 1),
+    stamped(c("WorkspaceSucceeded", "False", "workspacePending"), 2),
+]
+
+
+def test_kaito_v0_8_1_conditions_are_never_stale() -> None:
+    workspace = workspace_dict("inference", "Ready", V0_8_1_AFTER_A_SPEC_CHANGE, kaito_state=None)
+    decision = next_state(parse_workspace(workspace))
+    assert isinstance(decision, Decision)
+    assert decision.state is S.NOT_READY
+    assert decision.stale == ()
+    assert [s.type for s in decision.blocking] == ["NodeClaimReady", "ResourceReady"]
+
+
+def test_the_same_conditions_from_a_restamping_kaito_ignore_the_old_one() -> None:
+    decision = decide(INF, "Ready", V0_8_1_AFTER_A_SPEC_CHANGE)
+    assert [s.type for s in decision.stale] == ["NodeClaimReady"]
+    assert [s.type for s in decision.blocking] == ["ResourceReady"]
+
+
+# --- the record of the previous state (survives writers that drop status.status) -------
+
+
+def record(state: str) -> Cond:
+    return {
+        "type": RECORD_CONDITION,
+        "status": "True",
+        "reason": state,
+        "observedGeneration": 1,
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+
+
+def test_the_record_stands_in_when_status_status_was_dropped() -> None:
+    decision = decide(INF, None, [*INFERENCE_CRASHING, record("Ready")])
+    assert decision.previous is S.READY
+    assert decision.state is S.NOT_READY
+    assert decision.changed
+    assert decision.needs_write
+
+
+def test_a_terminal_tuning_state_survives_a_dropped_field() -> None:
+    decision = decide(TUN, None, [*TUNING_RUNNING, record("Succeeded")])
+    assert decision.state is S.SUCCEEDED
+    assert not decision.changed
+    assert decision.needs_write  # the field must be restored
+
+
+def test_status_status_wins_over_the_record() -> None:
+    decision = decide(INF, "NotReady", [*INFERENCE_SERVING, record("Ready")])
+    assert decision.previous is S.NOT_READY
+    assert decision.state is S.READY
+    assert decision.needs_write
+
+
+def test_nothing_to_write_when_field_and_record_agree() -> None:
+    decision = decide(INF, "Ready", [*INFERENCE_SERVING, record("Ready")])
+    assert not decision.changed
+    assert not decision.needs_write
+
+
+def test_an_illegal_field_falls_back_to_the_record() -> None:
+    decision = decide(INF, "Running", [*INFERENCE_CRASHING, record("Ready")])
+    assert decision.previous_was_illegal
+    assert decision.previous is S.READY
+    assert decision.state is S.NOT_READY
+
+
+def test_an_illegal_record_is_flagged_and_read_as_absent() -> None:
+    decision = decide(INF, None, [*INFERENCE_CRASHING, record("Succeeded")])
+    assert decision.previous_was_illegal
+    assert decision.previous is None
+    assert decision.state is S.PENDING
+
+
+def test_the_record_never_gates_nor_is_named() -> None:
+    false_record = {**record("Ready"), "status": "False"}
+    decision = decide(INF, "Ready", [*INFERENCE_SERVING, false_record])
+    assert decision.state is S.READY
+    assert RECORD_CONDITION not in {s.type for s in decision.blocking + decision.stale}
+
+
+@PROPERTY_SETTINGS
+@given(decisions(), st.none() | st.sampled_from([s.value for s in WorkspaceState]))
+def test_previous_is_the_field_else_the_record(
+    case: tuple[Workload, str | None, list[Cond], Decision], kept: str | None
+) -> None:
+    workload, raw, conditions, _ = case
+    with_record = conditions if kept is None else [*conditions, record(kept)]
+    decision = decide(workload, raw, with_record)
+    legal = {s.value: s for s in LEGAL_STATES[workload]}
+    from_field = legal.get(raw) if raw is not None else None
+    expected = from_field if from_field is not None else legal.get(kept) if kept else None
+    assert decision.previous == expected
+    assert is_legal_transition(workload, decision.previous, decision.state)
+    assert decision.needs_write == (raw != decision.state.value or kept != decision.state.value)

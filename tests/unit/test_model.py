@@ -314,6 +314,8 @@ def test_project_keeps_what_the_controller_reads_and_nothing_else() -> None:
                 {k: v for k, v in raw["status"]["conditions"][0].items() if k != "severity"},
                 raw["status"]["conditions"][1],
             ],
+            # KAITO's own summary: its presence says which KAITO writes the conditions.
+            "state": "Ready",
         },
     }
 
