@@ -80,8 +80,12 @@ async def test_pruned_status_is_reported_once_without_a_hot_loop(
     await bare_client.create(NAMESPACE, {"metadata": {"name": ns}})
     await create_workspace(bare_client, ns, "phi")
     await set_conditions(bare_client, ns, "phi", *INFERENCE_READY)
+    # --manage-crd=false: this test is about the pruning, not the repair of the CRD.
     op = start_operator(
-        f"--namespace={ns}", "--log-level=debug", kubeconfig_path=bare_plane.kubeconfig
+        f"--namespace={ns}",
+        "--log-level=debug",
+        "--manage-crd=false",
+        kubeconfig_path=bare_plane.kubeconfig,
     )
     await op.wait_ready()
     ev = await wait_event(bare_client, ns, "phi", "StatusFieldPruned", "status.status")

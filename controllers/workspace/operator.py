@@ -1,4 +1,5 @@
-"""The ``workspace-operator`` command: flags → options → a manager running one controller."""
+"""The ``workspace-operator`` command: flags → options → a manager running the status
+controller and the Workspace CRD keeper (``crd_keeper.py``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ from pathlib import Path
 import anyio
 import structlog
 
+from controllers.workspace.crd import inspect
+from controllers.workspace.crd_keeper import (
+    CrdKeeperOptions,
+    WorkspaceCrdReconciler,
+    informer_options,
+)
 from controllers.workspace.model import project
 from controllers.workspace.reconciler import (
     DEFAULT_PENDING_WARNING_AFTER,
@@ -25,6 +32,7 @@ from reconciler import (
     CacheSyncError,
     Client,
     ControllerOptions,
+    Funcs,
     InformerOptions,
     KubeconfigError,
     LeaderElectionConfig,
@@ -38,8 +46,10 @@ from reconciler import (
 from reconciler.cache import CacheSyncTimeout
 from reconciler.informer import WATCH_IDLE_TIMEOUT
 from reconciler.probes import ListenError
+from reconciler.resource import CRD
 
 CONTROLLER_NAME = "workspace-status"
+CRD_CONTROLLER_NAME = "workspace-crd"
 LEASE_NAME = "workspace-status-controller.kaito.sh"
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -65,6 +75,14 @@ class OperatorConfig:
     watch_idle_timeout: float
     log_format: str
     log_level: str
+    manage_crd: bool = True
+
+
+def _bool(text: str) -> bool:
+    value = {"true": True, "false": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"not a boolean: {text!r} (true or false)")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -128,6 +146,17 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         default=WATCH_IDLE_TIMEOUT,
         help="reopen a watch that delivered nothing (not even a bookmark) this long",
     )
+    p.add_argument(
+        "--manage-crd",
+        type=_bool,
+        default=True,
+        metavar="true|false",
+        help="re-add status.status and the STATUS column to the Workspace CRD when they "
+        "are missing (KAITO's helm upgrade re-applies KAITO's CRD without them); needs "
+        "patch on customresourcedefinitions/workspaces.kaito.sh. false: only log the "
+        "command that re-adds them (hack/add-status-field) and export "
+        "kaito_workspace_status_crd_status_field",
+    )
     p.add_argument("--log-format", choices=["json", "console"], default="json")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     a = p.parse_args(argv)
@@ -145,6 +174,7 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         watch_idle_timeout=a.watch_idle_timeout,
         log_format=a.log_format,
         log_level=a.log_level,
+        manage_crd=a.manage_crd,
     )
 
 
@@ -221,6 +251,8 @@ async def run(cfg: OperatorConfig) -> None:
                 watch_idle_timeout=cfg.watch_idle_timeout,
             ),
         )
+        # Before any controller asks for the CRD informer: only our CRD, projected.
+        mgr.cache.configure(CRD, informer_options(cfg.watch_idle_timeout))
         reconciler = WorkspaceStatusReconciler(
             client,
             mgr.cache,
@@ -231,17 +263,39 @@ async def run(cfg: OperatorConfig) -> None:
         (
             mgr.builder()
             .for_(WORKSPACE, resource_version_changed())
+            # The CRD got status.status back (after KAITO's CRD was re-applied): write
+            # every workspace's remembered state again.
+            .watches(
+                CRD,
+                reconciler.after_crd_repair,
+                Funcs(
+                    on_create=lambda _: False,
+                    on_update=lambda old, new: not inspect(old).complete and inspect(new).complete,
+                    on_delete=lambda _: False,
+                ),
+            )
             .named(CONTROLLER_NAME)
             .with_options(
                 ControllerOptions(max_concurrent_reconciles=cfg.max_concurrent_reconciles)
             )
             .complete(reconciler)
         )
+        (
+            mgr.builder()
+            .for_(CRD, resource_version_changed())
+            .named(CRD_CONTROLLER_NAME)
+            .complete(
+                WorkspaceCrdReconciler(
+                    client, mgr.cache, mgr.registry, CrdKeeperOptions(manage=cfg.manage_crd)
+                )
+            )
+        )
         log.info(
             "starting",
             namespace=cfg.namespace or "<all>",
             label_selector=cfg.label_selector,
             leader_elect=cfg.leader_elect,
+            manage_crd=cfg.manage_crd,
             pid=os.getpid(),
         )
         await mgr.run()

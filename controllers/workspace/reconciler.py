@@ -151,10 +151,16 @@ class WorkspaceStatusReconciler:
         # (which update the record) are written meanwhile.
         self._field_missing = False
 
-    def crd_changed(self) -> None:
-        """The Workspace CRD changed: the field may be back, so restores resume."""
+    def after_crd_repair(self, crd: dict[str, Any]) -> list[Request]:
+        """Every cached workspace, for a watch on the Workspace CRD: once the CRD has
+        status.status again, each workspace's remembered state is written back (the
+        API server pruned it from every write meanwhile). Also resumes restores."""
         self._field_missing = False
         self._pruned_at.clear()
+        return [
+            Request(obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+            for obj in self._cache.list(WORKSPACE)
+        ]
 
     async def reconcile(self, request: Request) -> Result:
         obj = self._cache.get(WORKSPACE, request.name, request.namespace)

@@ -365,7 +365,10 @@ async def garbage_under_kaito_crd(ctx: Ctx) -> str:
         assert "status" not in stored["status"]
         assert stored["status"]["state"] == "Exploded"
         await set_conditions(k8s, ns, "w", *READY)
-        op = ctx.start_operator(f"--namespace={ns}", kubeconfig_path=plane.kubeconfig)
+        # --manage-crd=false: the case is the pruning, not the repair of the CRD.
+        op = ctx.start_operator(
+            f"--namespace={ns}", "--manage-crd=false", kubeconfig_path=plane.kubeconfig
+        )
         await op.wait_ready()
         ev = await wait_event(k8s, ns, "w", "StatusFieldPruned", "status.status")
         await wait_quiet(op)

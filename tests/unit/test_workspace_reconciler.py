@@ -292,7 +292,7 @@ async def test_a_pruned_field_is_reported_once_and_restores_pause_until_the_crd_
     r.kaito_put(CRASHING)
     await r.reconcile()
     assert len(r.api.requests) == sent + 1
-    r.reconciler.crd_changed()
+    assert r.reconciler.after_crd_repair({}) == [REQUEST]
     r.api.prune_field = False
     r.sync_cache()
     r.kaito_put(CRASHING)
