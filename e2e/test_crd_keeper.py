@@ -153,6 +153,7 @@ async def test_turned_off_it_says_what_to_run_and_the_gauge_is_0(
     k8s: Client,
     namespace: str,
     start_operator: OperatorFactory,
+    tmp_path: Path,
     control_plane: ControlPlane | None,
     restore_crd: None,
 ) -> None:
@@ -192,7 +193,8 @@ async def test_turned_off_it_says_what_to_run_and_the_gauge_is_0(
     def script() -> str:
         proc = subprocess.run(
             [str(ROOT / "hack" / "add-status-field"), f"--kubeconfig={control_plane.kubeconfig}"],
-            env={"KUBECTL": kubectl, "PATH": "/usr/bin:/bin"},
+            # A HOME of its own: kubectl keeps its discovery cache there.
+            env={"KUBECTL": kubectl, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
             capture_output=True,
             text=True,
             timeout=120,

@@ -38,6 +38,7 @@ from controllers.workspace.fsm import (
 from controllers.workspace.model import Workspace, WorkspaceParseError, parse_workspace
 from controllers.workspace.record import RECORD_CONDITION, state_patch
 from reconciler import (
+    ApiError,
     Client,
     Conflict,
     EventRecorder,
@@ -146,16 +147,18 @@ class WorkspaceStatusReconciler:
         # every reconcile; keyed by request, reset when the object changes or goes away.
         self._reported: dict[Request, dict[str, str]] = {}
         self._pruned_at: dict[Request, str] = {}
-        # Set when a write came back without status.status (the installed CRD lacks the
-        # field): restoring it is pointless until the CRD changes, so only transitions
-        # (which update the record) are written meanwhile.
-        self._field_missing = False
+        # Why status.status cannot be written, when the last attempt showed it could not:
+        # the installed CRD lacks the field (the API server prunes it), or an admission
+        # webhook refuses it (KAITO's decodes Workspaces strictly). Restoring the field is
+        # pointless then, so only transitions (which update the record) are written,
+        # and each still tries the field first: the cluster may have been fixed.
+        self._field_unwritable: str | None = None
 
     def after_crd_repair(self, crd: dict[str, Any]) -> list[Request]:
         """Every cached workspace, for a watch on the Workspace CRD: once the CRD has
         status.status again, each workspace's remembered state is written back (the
         API server pruned it from every write meanwhile). Also resumes restores."""
-        self._field_missing = False
+        self._field_unwritable = None
         self._pruned_at.clear()
         return [
             Request(obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
@@ -216,7 +219,7 @@ class WorkspaceStatusReconciler:
         restore_only = d.needs_write and not d.changed
         if (
             d.needs_write
-            and not (restore_only and self._field_missing)
+            and not (restore_only and self._field_unwritable)
             and self._pruned_at.get(request) != ws.metadata.resource_version
         ):
             written = await self._write(request, obj, ws, d)
@@ -231,35 +234,49 @@ class WorkspaceStatusReconciler:
     ) -> Result | None:
         now = datetime.fromtimestamp(self._clock(), UTC)
         try:
-            out = await self._client.patch_status(
-                WORKSPACE,
-                request.name,
-                state_patch(ws, d.state.value, now),
-                namespace=request.namespace,
-                patch_type=PatchType.JSON,
-                field_manager=FIELD_MANAGER,
-            )
+            try:
+                out = await self._patch(request, state_patch(ws, d.state.value, now))
+            except ApiError as err:
+                if not _refused_by_admission(err):
+                    raise
+                self._field_unwritable = "refused"
+                self._warn_once(
+                    request,
+                    obj,
+                    "StatusFieldRefused",
+                    f"admission refused status.status ({err.message[:300]}); KAITO's "
+                    "validating webhook decodes Workspaces strictly and refuses fields its "
+                    "Go type lacks. The state is kept in the condition "
+                    f"{RECORD_CONDITION} instead; see the README, 'Beside KAITO's webhook'",
+                    key=ws.metadata.uid,
+                    level="error",
+                )
+                out = await self._patch(
+                    request, state_patch(ws, d.state.value, now, with_field=False)
+                )
         except Conflict:
             # Our cached copy is stale; the informer is delivering the newer one.
             log.debug("stale read, retrying", resource_version=ws.metadata.resource_version)
             return Result(requeue=True)
         except NotFound:
             return Result()
-        if (out.get("status") or {}).get("status") != d.state.value:
-            self._field_missing = True
+        if (out.get("status") or {}).get("status") == d.state.value:
+            self._field_unwritable = None
+        elif self._field_unwritable != "refused":
+            self._field_unwritable = "pruned"
             self._pruned_at[request] = str((out.get("metadata") or {}).get("resourceVersion"))
             self._warn_once(
                 request,
                 obj,
                 "StatusFieldPruned",
                 "the API server dropped status.status: the installed Workspace CRD has no "
-                "such field (KAITO's own CRD calls it status.state). Install this "
-                "operator's CRD from config/crd to enable it",
+                "such field (KAITO's own CRD calls it status.state). The operator re-adds "
+                "it unless --manage-crd=false; or install this operator's CRD from "
+                "config/crd. The state is kept in the condition "
+                f"{RECORD_CONDITION} meanwhile",
                 key=ws.metadata.uid,
                 level="error",
             )
-            return Result()
-        self._field_missing = False
         if not d.changed:
             self._restores.inc()
             log.debug("restored", state=d.state.value, dropped=d.raw_previous is None)
@@ -279,6 +296,16 @@ class WorkspaceStatusReconciler:
             if created is not None:
                 self._pending_seconds.observe(max(0.0, self._clock() - created.timestamp()))
         return None
+
+    async def _patch(self, request: Request, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self._client.patch_status(
+            WORKSPACE,
+            request.name,
+            ops,
+            namespace=request.namespace,
+            patch_type=PatchType.JSON,
+            field_manager=FIELD_MANAGER,
+        )
 
     def _check_stuck(
         self, request: Request, obj: dict[str, Any], ws: Workspace, d: Decision
@@ -319,6 +346,13 @@ class WorkspaceStatusReconciler:
         seen[reason] = marker
         getattr(log, level)(message, reason=reason)
         self._events.record(obj, "Warning", reason, message)
+
+
+def _refused_by_admission(err: ApiError) -> bool:
+    """Whether an admission webhook or policy refused the request (kube-apiserver's
+    wording: 'admission webhook "…" denied the request', 'ValidatingAdmissionPolicy …
+    denied request')."""
+    return not isinstance(err, Conflict | NotFound) and "denied" in err.message
 
 
 def _duration(seconds: float) -> str:

@@ -71,8 +71,11 @@ def _record(state: str, generation: int | None, since: datetime) -> dict[str, An
     return condition
 
 
-def state_patch(workspace: Workspace, state: str, now: datetime) -> list[dict[str, Any]]:
-    """The JSON patch (RFC 6902) that sets `status.status` and the record to `state`.
+def state_patch(
+    workspace: Workspace, state: str, now: datetime, *, with_field: bool = True
+) -> list[dict[str, Any]]:
+    """The JSON patch (RFC 6902) that sets `status.status` and the record to `state`;
+    the record alone with `with_field=False` (where admission refuses the field).
 
     Precondition: `workspace` is the version the decision was made on; the patch
     carries its resourceVersion (a conflict, if the object has moved on). The record
@@ -95,8 +98,10 @@ def state_patch(workspace: Workspace, state: str, now: datetime) -> list[dict[st
     # Absent and null parents must be created whole: RFC 6902 adds only into a parent
     # that exists. (Parsing drops nulls, so neither shows in `model_fields_set`.)
     if "status" not in workspace.model_fields_set:
-        ops.append({"op": "add", "path": "/status", "value": {"status": state}})
-    else:
+        ops.append(
+            {"op": "add", "path": "/status", "value": {"status": state} if with_field else {}}
+        )
+    elif with_field:
         ops.append({"op": "add", "path": "/status/status", "value": state})
     if index is not None:
         ops.append({"op": "replace", "path": f"/status/conditions/{index}", "value": record})

@@ -22,6 +22,7 @@ from controllers.workspace.reconciler import WORKSPACE, WorkspaceStatusReconcile
 from controllers.workspace.record import RECORD_CONDITION
 from reconciler import Client, Conflict, EventRecorder, InformerCache, NotFound, Request, Result
 from reconciler.client import PatchType
+from reconciler.errors import BadRequest
 from reconciler.resource import ResourceType
 
 Obj = dict[str, Any]
@@ -82,11 +83,14 @@ def workspace(
 class FakeAPI:
     """The stored object and every status patch sent, as kube-apiserver would answer.
 
-    ``prune_field`` imitates a CRD without status.status (the server drops it).
+    ``prune_field`` imitates a CRD without status.status (the server drops it);
+    ``refuse_field`` an admission webhook that refuses any object carrying it, as
+    KAITO's strict decoding of its Go type does.
     """
 
     stored: Obj
     prune_field: bool = False
+    refuse_field: bool = False
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     async def patch_status(
@@ -108,6 +112,13 @@ class FakeAPI:
         out = jsonpatch.apply_patch(self.stored, cast(list[Obj], patch))
         if out["metadata"]["resourceVersion"] != self.stored["metadata"]["resourceVersion"]:
             raise Conflict(409, "Conflict", "the object has been modified")
+        if self.refuse_field and "status" in out.get("status", {}):
+            raise BadRequest(
+                400,
+                "BadRequest",
+                'admission webhook "validation.workspace.kaito.sh" denied the request: '
+                'cannot decode incoming new object: json: unknown field "status"',
+            )
         if self.prune_field:
             out["status"].pop("status", None)
         out["metadata"]["resourceVersion"] = str(int(out["metadata"]["resourceVersion"]) + 1)
@@ -282,7 +293,8 @@ async def test_the_pending_histogram_counts_only_the_first_departure() -> None:
 async def test_a_pruned_field_is_reported_once_and_restores_pause_until_the_crd_changes() -> None:
     r = rig(workspace(SERVING), prune_field=True)
     await r.reconcile()
-    assert [e[1] for e in r.recorder.events] == ["StatusFieldPruned"]
+    # The record holds the transition even though the field was pruned.
+    assert [e[1] for e in r.recorder.events] == ["StatusFieldPruned", "StateChanged"]
     r.sync_cache()
     sent = len(r.api.requests)
     r.kaito_put(SERVING)
@@ -299,3 +311,31 @@ async def test_a_pruned_field_is_reported_once_and_restores_pause_until_the_crd_
     await r.reconcile()
     assert r.api.stored["status"]["status"] == "NotReady"
     assert [e[1] for e in r.recorder.events].count("StatusFieldPruned") == 1
+
+
+async def test_a_refused_field_falls_back_to_the_record_and_says_so_once() -> None:
+    r = rig(workspace(SERVING))
+    r.api.refuse_field = True
+    assert await r.reconcile() == Result()
+    # One refused attempt, then the record alone.
+    assert [op["path"] for op in r.api.requests[-1]["patch"]][1:] == ["/status/conditions/-"]
+    assert "status" not in r.api.stored["status"]
+    assert [e[1] for e in r.recorder.events] == ["StatusFieldRefused", "StateChanged"]
+    r.sync_cache()
+    r.kaito_put(CRASHING)
+    await r.reconcile()
+    conditions = r.api.stored["status"]["conditions"]
+    assert [c["reason"] for c in conditions if c["type"] == RECORD_CONDITION] == ["NotReady"]
+    assert [e[1] for e in r.recorder.events] == ["StatusFieldRefused", "StateChanged", "NotReady"]
+    # Nothing to restore while the field is refused: no request at all.
+    sent = len(r.api.requests)
+    r.sync_cache()
+    r.kaito_put(CRASHING)
+    await r.reconcile()
+    assert len(r.api.requests) == sent
+    # The webhook is gone: the next transition writes the field again.
+    r.api.refuse_field = False
+    r.sync_cache()
+    r.kaito_put(SERVING)
+    await r.reconcile()
+    assert r.api.stored["status"]["status"] == "Ready"
