@@ -255,9 +255,15 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class Deleting:
-    """The workspace is being deleted; its state stays as it is."""
+    """The workspace is being deleted; its state stays as it is.
+
+    `restore` is the recorded state when another writer dropped `status.status` (KAITO
+    writes `WorkspaceDeleting` with a PUT that drops it): the state it keeps, to be
+    shown again. None when there is nothing to put back.
+    """
 
     reason: str
+    restore: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,10 +288,13 @@ def next_state(workspace: Workspace) -> Outcome:
     current `status.status`."""
     conditions = _first_of_each_type(workspace.status.conditions)
 
+    dropped = None
+    if workspace.status.status is None:
+        dropped = recorded_state(workspace.status.conditions)
     if workspace.metadata.is_deleting:
-        return Deleting("metadata.deletionTimestamp is set")
+        return Deleting("metadata.deletionTimestamp is set", dropped)
     if _status(conditions.get(ConditionType.WORKSPACE_DELETING)) is ConditionStatus.TRUE:
-        return Deleting(f"{ConditionType.WORKSPACE_DELETING} is True")
+        return Deleting(f"{ConditionType.WORKSPACE_DELETING} is True", dropped)
 
     if workspace.has_inference == workspace.has_tuning:
         which = "both" if workspace.has_inference else "neither"

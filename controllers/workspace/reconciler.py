@@ -186,6 +186,8 @@ class WorkspaceStatusReconciler:
             ),
         )
         if isinstance(outcome, Deleting):
+            if outcome.restore is not None and self._field_unwritable is None:
+                return await self._restore_while_deleting(request, workspace, outcome.restore)
             return Result()
         if isinstance(outcome, InvalidWorkload):
             self._warn_once(request, obj, "InvalidWorkload", outcome.message)
@@ -296,6 +298,20 @@ class WorkspaceStatusReconciler:
             if created is not None:
                 self._pending_seconds.observe(max(0.0, self._clock() - created.timestamp()))
         return None
+
+    async def _restore_while_deleting(self, request: Request, ws: Workspace, state: str) -> Result:
+        """Show the kept state again on a workspace being deleted; no decision, no Event.
+        Any failure ends it: the object is going away."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        try:
+            await self._patch(request, state_patch(ws, state, now))
+        except Conflict:
+            return Result(requeue=True)
+        except ApiError as err:
+            log.debug("not restored on a deleting workspace", error=str(err))
+            return Result()
+        self._restores.inc()
+        return Result()
 
     async def _patch(self, request: Request, ops: list[dict[str, Any]]) -> dict[str, Any]:
         return await self._client.patch_status(

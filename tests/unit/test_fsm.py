@@ -1050,3 +1050,12 @@ def test_previous_is_the_field_else_the_record(
     assert decision.previous == expected
     assert is_legal_transition(workload, decision.previous, decision.state)
     assert decision.needs_write == (raw != decision.state.value or kept != decision.state.value)
+
+
+def test_a_deleting_workspace_whose_field_was_dropped_gets_its_kept_state_back() -> None:
+    obj = workspace_dict("inference", None, [*INFERENCE_SERVING, record("Ready")], deleting=True)
+    assert next_state(parse_workspace(obj)) == Deleting(
+        "metadata.deletionTimestamp is set", "Ready"
+    )
+    obj = workspace_dict("inference", "Ready", [*INFERENCE_SERVING, record("Ready")], deleting=True)
+    assert next_state(parse_workspace(obj)) == Deleting("metadata.deletionTimestamp is set")

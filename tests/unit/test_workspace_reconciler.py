@@ -339,3 +339,18 @@ async def test_a_refused_field_falls_back_to_the_record_and_says_so_once() -> No
     r.kaito_put(SERVING)
     await r.reconcile()
     assert r.api.stored["status"]["status"] == "Ready"
+
+
+async def test_a_deleting_workspace_gets_its_kept_state_shown_again_without_an_event() -> None:
+    r = rig(workspace(SERVING))
+    await r.reconcile()
+    r.sync_cache()
+    deleting = [*SERVING, cond("WorkspaceDeleting", "True", "workspaceDeleted")]
+    r.kaito_put(deleting)
+    await r.reconcile()
+    assert r.api.stored["status"]["status"] == "Ready"
+    assert [e[1] for e in r.recorder.events] == ["StateChanged"]
+    sent = len(r.api.requests)
+    r.sync_cache()
+    await r.reconcile()
+    assert len(r.api.requests) == sent
