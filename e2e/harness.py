@@ -1,6 +1,6 @@
 """What the e2e tests share: the operator as a real process, KAITO-shaped workspaces,
-condition writes as KAITO's controller makes them, polling with deadlines, and the
-transition auditor."""
+condition writes as KAITO's controller makes them (``e2e/kaito.py``), polling with
+deadlines, and the transition auditor."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import yaml
 
 from controllers.workspace.fsm import LEGAL_STATES, TRANSITIONS, Workload, WorkspaceState
 from controllers.workspace.reconciler import WORKSPACE as WORKSPACE  # re-exported for the tests
+from e2e.kaito import KaitoWriter
 from reconciler.client import Client
 from reconciler.envtest.oplog import log_entries, served_ports
 from reconciler.errors import Conflict, Gone, TransportError
@@ -142,6 +143,9 @@ async def create_workspace(
 
 
 def condition(type_: str, status: str, reason: str = "", message: str = "") -> Obj:
+    """A condition as KAITO builds one, lastTransitionTime = now (v0.8.1's
+    UpdateStatusConditionIfNotMatch does so; ``meta.SetStatusCondition`` uses it only
+    when the status changes, and keeps the stored one otherwise)."""
     return {
         "type": type_,
         "status": status,
@@ -152,10 +156,21 @@ def condition(type_: str, status: str, reason: str = "", message: str = "") -> O
 
 
 async def set_conditions(k8s: Client, ns: str, name: str, *conditions: Obj) -> Obj:
-    """Replace status.conditions the way KAITO's controller does (status subresource).
+    """Leave exactly ``conditions`` among KAITO's conditions, written as KAITO v0.12's
+    controller writes them (see ``e2e/kaito.py``): GET, ``meta.SetStatusCondition`` each,
+    drop KAITO's other types (other controllers' qualified types stay), PUT the typed
+    status with the read resourceVersion, retry on 409.
 
-    KAITO never sends status.status; a merge patch of conditions leaves it alone.
+    That PUT erases status.status, as real KAITO's does, unless nothing changed. Returns
+    the object the PUT returned (the one read, if nothing changed).
     """
+    return await KaitoWriter(k8s).replace_conditions(ns, name, *conditions)
+
+
+async def merge_patch_conditions(k8s: Client, ns: str, name: str, *conditions: Obj) -> Obj:
+    """Replace status.conditions with a merge patch, which KAITO never does: only for
+    tests about input KAITO cannot write (two entries of one type, a condition in a
+    shape metav1.Condition cannot hold). Leaves status.status alone."""
     return await k8s.patch_status(
         WORKSPACE, name, {"status": {"conditions": list(conditions)}}, namespace=ns
     )
@@ -196,10 +211,13 @@ async def assert_held(
     decided: str | None = None,
 ) -> None:
     """After the write that returned ``written``, the operator decided ``decided``
-    (default: ``state``) on that very version, and ``ns/name`` is still ``state``."""
+    (default: ``state``) on that very version, and ``ns/name`` holds ``state``.
+
+    A KAITO write erases status.status, so "holds" may take the operator's restoring
+    write: wait for it (the transition auditor fails the test on any other value)."""
     outcome = await op.wait_decided(ns, name, written)
     assert outcome == (decided or state), f"{ns}/{name}: decided {outcome}"
-    assert await state_of(k8s, ns, name) == state
+    await wait_state(k8s, ns, name, state)
 
 
 def sum_samples(exposition: str, name: str, labels: Mapping[str, str]) -> float:
@@ -348,6 +366,21 @@ class Transition:
     legal: bool
 
 
+RECORD = "workspace-status.kaito.sh/State"
+"""The operator's record condition (README: how the state is remembered)."""
+
+
+def held_state(obj: Obj) -> str | None:
+    """status.status, or where a KAITO write dropped it, the operator's record of it."""
+    status = obj.get("status") or {}
+    if status.get("status") is not None:
+        return str(status["status"])
+    for c in status.get("conditions") or ():
+        if c.get("type") == RECORD:
+            return str(c.get("reason"))
+    return None
+
+
 def _workload(obj: Obj) -> Workload | None:
     has_i, has_t = obj.get("inference") is not None, obj.get("tuning") is not None
     if has_i == has_t:
@@ -361,6 +394,10 @@ class TransitionAuditor:
     A change to an illegal value, an edge not in ``TRANSITIONS``, or a state written
     onto an invalid workload is recorded as illegal. Values written by the test itself
     (to simulate garbage) are excused with :meth:`expect_external`.
+
+    A state that disappears is not a transition: KAITO's status PUT erases status.status
+    (see ``e2e/kaito.py``). It is recorded in ``erasures``, and the next state written
+    is checked as an edge from the state before the erasure.
     """
 
     def __init__(self, client: Client, namespace: str | None = None) -> None:
@@ -369,6 +406,7 @@ class TransitionAuditor:
         self._last: dict[tuple[str, str], str | None] = {}
         self._excused: set[tuple[str, str, str]] = set()
         self.transitions: list[Transition] = []
+        self.erasures: list[tuple[str, str, str]] = []  # (namespace, name, state erased)
         self.events_seen = 0
 
     def expect_external(self, ns: str, name: str, value: str) -> None:
@@ -410,7 +448,7 @@ class TransitionAuditor:
         items, rv = await self._client.list_all(WORKSPACE, self._namespace)
         for obj in items:
             m = obj["metadata"]
-            self._last[(m["namespace"], m["name"])] = (obj.get("status") or {}).get("status")
+            self._last[(m["namespace"], m["name"])] = held_state(obj)
         task_status.started()
         while True:
             try:
@@ -439,6 +477,9 @@ class TransitionAuditor:
         state = (obj.get("status") or {}).get("status")
         known = key in self._last
         previous = self._last.get(key)
+        if state is None and previous is not None:
+            self.erasures.append((key[0], key[1], previous))
+            return
         self._last[key] = state
         if previous == state or (not known and state is None):
             return

@@ -23,15 +23,17 @@ import aiohttp
 import anyio
 import orjson
 
-from e2e.harness import Obj, TransitionAuditor, eventually
+from e2e.harness import RECORD, Obj, TransitionAuditor, eventually, held_state
 
 # -- the oracle -------------------------------------------------------------------------
 INFERENCE_STATES = frozenset({"Pending", "Ready", "NotReady"})
 TUNING_STATES = frozenset({"Pending", "Running", "Succeeded", "Failed"})
-# README: every condition type gates an inference workspace except these.
+# README: every condition type gates an inference workspace except these (the last one
+# is the operator's own record of the state it wrote).
 INFORMATIONAL = frozenset(
-    {"WorkspaceDeleting", "WorkspaceSucceeded", "ScalingDownCompleted", "JobStarted"}
+    {"WorkspaceDeleting", "WorkspaceSucceeded", "ScalingDownCompleted", "JobStarted", RECORD}
 )
+AWAITED = frozenset({"ResourceReady", "InferenceReady"})
 
 
 def workload_of(obj: Obj) -> str | None:
@@ -48,6 +50,20 @@ def conditions_of(obj: Obj) -> dict[str, Obj]:
     for c in (obj.get("status") or {}).get("conditions") or []:
         first.setdefault(c.get("type"), c)
     return first
+
+
+def stale(obj: Obj) -> set[str]:
+    """README: with KAITO v0.9+ (status.state set), a condition stamped with an older
+    observedGeneration than the newest of KAITO's is stale; awaited ones never are."""
+    if (obj.get("status") or {}).get("state") is None:
+        return set()
+    stamps = {
+        t: c["observedGeneration"]
+        for t, c in conditions_of(obj).items()
+        if t != RECORD and c.get("observedGeneration") is not None
+    }
+    newest = max(stamps.values(), default=0)
+    return {t for t, g in stamps.items() if g < newest and t not in AWAITED}
 
 
 def _status(conds: dict[str, Obj], type_: str) -> str:
@@ -73,7 +89,8 @@ def implied_state(obj: Obj, previous: str | None) -> str | None:
     conds = conditions_of(obj)
     if workload == "inference":
         prev = previous if previous in INFERENCE_STATES else None
-        gated = any(c.get("status") == "False" and t not in INFORMATIONAL for t, c in conds.items())
+        ignored = INFORMATIONAL | stale(obj)
+        gated = any(c.get("status") == "False" and t not in ignored for t, c in conds.items())
         ready = (
             _status(conds, "ResourceReady") == "True"
             and _status(conds, "InferenceReady") == "True"
@@ -187,7 +204,7 @@ class EtcdTransitionAuditor(TransitionAuditor):
         for kv in answer.get("kvs") or []:
             obj = self._decode(kv)
             m = obj["metadata"]
-            self._last[(m["namespace"], m["name"])] = (obj.get("status") or {}).get("status")
+            self._last[(m["namespace"], m["name"])] = held_state(obj)
         self.revision = int(answer["header"]["revision"])
 
     async def _follow(self, session: aiohttp.ClientSession) -> None:
@@ -228,10 +245,11 @@ class EtcdTransitionAuditor(TransitionAuditor):
     def _observe(self, obj: Obj) -> None:
         m = obj["metadata"]
         key = (m["namespace"], m["name"])
-        known, previous = key in self._last, self._last.get(key)
+        previous = self._last.get(key)
         super()._observe(obj)
         state = (obj.get("status") or {}).get("status")
-        if state == previous or (not known and state is None):
+        # None: a KAITO write dropped the field (the parent records the erasure).
+        if state is None or state == previous:
             return
         if (key[0], key[1], state) in self._excused or workload_of(obj) is None:
             return  # the test wrote it, or the edge check already judged it

@@ -1,5 +1,6 @@
-"""Load for fault scenarios: many workspaces, KAITO-like condition churn that survives an
-unreachable API server, and convergence checks against the oracle in ``audit``.
+"""Load for fault scenarios: many workspaces, condition churn written as KAITO writes it
+(``e2e/kaito.py``) that survives an unreachable API server, and convergence checks
+against the oracle in ``audit``.
 
 Every churn write carries its sequence number in an informational condition
 (``ScalingDownCompleted``, which gates nothing), so the test can tell afterwards whether
@@ -30,9 +31,11 @@ from e2e.harness import (
     example,
     sum_samples,
 )
+from e2e.kaito import KaitoWriter
 from reconciler.client import Client
 from reconciler.errors import (
     AlreadyExists,
+    Conflict,
     NotFound,
     ServerError,
     TooManyRequests,
@@ -47,8 +50,9 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     TooManyRequests,
     TimeoutError,
 )
-# A condition write that fails so may or may not have landed; the churn moves on.
-WRITE_FAILURES: tuple[type[BaseException], ...] = (*UNAVAILABLE, NotFound)
+# A condition write that fails so may or may not have landed; the churn moves on. (A
+# Conflict is KAITO's writer giving up after retrying for REQUEST_BOUND: it did not land.)
+WRITE_FAILURES: tuple[type[BaseException], ...] = (*UNAVAILABLE, NotFound, Conflict)
 REQUEST_BOUND = 5.0  # seconds; etcd outages make the API server hold requests for long
 
 INFERENCE_SETS: dict[str, tuple[Obj, ...]] = {
@@ -163,10 +167,12 @@ class _Tracked:
 
 @dataclass
 class ConditionChurn:
-    """Writes KAITO-like conditions to random workspaces until stopped.
+    """Writes conditions to random workspaces as KAITO does, until stopped.
 
     ``rate`` is the total writes per second (None: as fast as the writers can go). A
     write that fails because the API server is away is counted and the writer moves on.
+    Each write is KAITO's GET, change, PUT of the typed status (which erases
+    status.status), retried on 409; ``kaito.stats`` counts its conflicts and retries.
     """
 
     client: Client
@@ -178,11 +184,13 @@ class ConditionChurn:
     seed: int = 0
     writes: int = 0
     failed: int = 0
+    kaito: KaitoWriter = field(init=False)
     _tracked: dict[str, _Tracked] = field(default_factory=dict)
     _seq: int = 0
     _stop: anyio.Event | None = None
 
     def __post_init__(self) -> None:
+        self.kaito = KaitoWriter(self.client, deadline=REQUEST_BOUND)
         self._tracked = {n: _Tracked("inference") for n in self.inference}
         self._tracked.update({n: _Tracked("tuning") for n in self.tuning})
         self._random = random.Random(self.seed)
@@ -207,10 +215,11 @@ class ConditionChurn:
         async with tracked.lock:
             self._seq += 1
             seq = self._seq
-            body = {"status": {"conditions": [*conditions, marker(seq)]}}
             try:
                 with anyio.fail_after(REQUEST_BOUND):
-                    await self.client.patch_status(WORKSPACE, name, body, namespace=self.namespace)
+                    await self.kaito.replace_conditions(
+                        self.namespace, name, *conditions, marker(seq)
+                    )
             except WRITE_FAILURES:
                 self.failed += 1
                 tracked.unconfirmed.add(seq)

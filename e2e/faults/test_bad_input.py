@@ -42,6 +42,7 @@ from e2e.harness import (
     create_workspace,
     events_for,
     eventually,
+    merge_patch_conditions,
     set_conditions,
     state_of,
     wait_event,
@@ -203,7 +204,8 @@ async def neither_workload(ctx: Ctx) -> str:
 
 async def duplicate_first_true(ctx: Ctx) -> str:
     await create_workspace(ctx.k8s, ctx.ns, "w")
-    await set_conditions(
+    # KAITO cannot write two entries of one type (SetStatusCondition updates the first).
+    await merge_patch_conditions(
         ctx.k8s,
         ctx.ns,
         "w",
@@ -216,7 +218,7 @@ async def duplicate_first_true(ctx: Ctx) -> str:
 
 async def duplicate_first_false(ctx: Ctx) -> str:
     await create_workspace(ctx.k8s, ctx.ns, "w")
-    await set_conditions(
+    await merge_patch_conditions(
         ctx.k8s,
         ctx.ns,
         "w",
