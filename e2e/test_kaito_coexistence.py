@@ -218,3 +218,36 @@ async def test_every_blank_is_restored_and_the_window_is_reported(
     assert auditor.illegal == []
     print(f"\nblank window (KAITO write → status.status back): {_quantiles(blanks)}")
     print(f"condition → state (KAITO write → new state written): {_quantiles(decide)}")
+
+
+async def test_a_condition_kaito_left_behind_at_an_older_generation_does_not_hold_it_back(
+    k8s: Client, namespace: str, start_operator: OperatorFactory, auditor: TransitionAuditor
+) -> None:
+    """KAITO v0.12 (it writes status.state) restamps every condition it maintains with
+    the new generation; ModelMirrorReady, no longer maintained after the spec change,
+    keeps the old one and must not gate."""
+    kaito = KaitoWriter(k8s)
+    ns, name = namespace, "mirror"
+    await start_operator(f"--namespace={ns}").wait_ready()
+    await create_workspace(k8s, ns, name)
+    # KAITO's own summary, as KAITO v0.12 writes it (the writer sends it back as read).
+    await k8s.patch_status(WORKSPACE, name, {"status": {"state": "Pending"}}, namespace=ns)
+    mirror = condition("ModelMirrorReady", "False", "ModelMirrorPending", "download in progress")
+    await kaito.set_conditions(ns, name, *INFERENCE_READY, mirror)
+    await wait_state(k8s, ns, name, "Pending")
+
+    # The spec changes (generation 2) and streaming no longer applies: KAITO stamps what
+    # it maintains with generation 2 and leaves ModelMirrorReady at generation 1.
+    spec = await k8s.patch(WORKSPACE, name, {"resource": {"count": 2}}, namespace=ns)
+    assert spec["metadata"]["generation"] == 2
+    written = await kaito.set_conditions(ns, name, *INFERENCE_READY)
+    stamps = {c["type"]: c.get("observedGeneration") for c in written["status"]["conditions"]}
+    assert stamps["ModelMirrorReady"] == 1
+    assert stamps["InferenceReady"] == 2
+    await wait_state(k8s, ns, name, "Ready")
+    await auditor.wait_changes(ns, name, [(None, "Pending"), ("Pending", "Ready")])
+
+    # The same leftover, live (stamped with the current generation), still gates.
+    await kaito.set_conditions(ns, name, mirror)
+    await wait_state(k8s, ns, name, "NotReady")
+    await wait_event(k8s, ns, name, "NotReady", "ModelMirrorReady=False")
