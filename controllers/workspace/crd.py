@@ -44,12 +44,17 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from controllers.workspace.fsm import WorkspaceState
+from controllers.workspace.record import RECORD_CONDITION
 
 Obj = dict[str, Any]
 Op = dict[str, Any]
 
 CRD_NAME: Final = "workspaces.kaito.sh"
-STATUS_JSON_PATH: Final = ".status.status"
+STATUS_JSON_PATH: Final = f'.status.conditions[?(@.type=="{RECORD_CONDITION}")].reason'
+"""The STATUS column shows the record, not ``status.status``: the record is written with
+the field, survives KAITO's status writes (which blank the field until it is restored)
+and is stored where admission refuses the field (KAITO's webhook), so the column is
+never blank once a state was written."""
 
 STATUS_FIELD: Final[Mapping[str, Any]] = MappingProxyType(
     {

@@ -192,7 +192,9 @@ def test_printer_columns(version: str) -> None:
     assert wide == ["Instance", "Status", *CONDITION_COLUMNS, "Age"]
     by_name = {c["name"]: c for c in columns}
     assert by_name["Instance"]["jsonPath"] == ".resource.instanceType"
-    assert by_name["Status"]["jsonPath"] == ".status.status"
+    assert by_name["Status"]["jsonPath"] == (
+        '.status.conditions[?(@.type=="workspace-status.kaito.sh/State")].reason'
+    )
     assert by_name["Age"] == {
         "jsonPath": ".metadata.creationTimestamp",
         "name": "Age",

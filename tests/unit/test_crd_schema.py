@@ -79,7 +79,8 @@ OUR_CRD = load(OURS)
 def test_config_crd_carries_exactly_the_field_and_column(version: str) -> None:
     v = versions(OUR_CRD)[version]
     assert dig(v, FIELD) == crd.field_schema()
-    status_columns = [c for c in v["additionalPrinterColumns"] if c["jsonPath"] == ".status.status"]
+    columns = v["additionalPrinterColumns"]
+    status_columns = [c for c in columns if c["jsonPath"] == crd.STATUS_JSON_PATH]
     assert status_columns == [crd.status_column()]
     assert crd.AGE_COLUMN in v["additionalPrinterColumns"]
 
