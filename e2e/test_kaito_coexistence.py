@@ -35,6 +35,7 @@ from e2e.harness import (
 )
 from e2e.kaito import KaitoVersion, KaitoWriter
 from reconciler.client import Client
+from reconciler.envtest.controlplane import ControlPlane
 
 DEBUG = "--log-level=debug"
 JOB_DONE = (
@@ -251,3 +252,36 @@ async def test_a_condition_kaito_left_behind_at_an_older_generation_does_not_hol
     await kaito.set_conditions(ns, name, mirror)
     await wait_state(k8s, ns, name, "NotReady")
     await wait_event(k8s, ns, name, "NotReady", "ModelMirrorReady=False")
+
+
+async def test_with_status_field_off_the_column_still_shows_every_state(
+    k8s: Client,
+    namespace: str,
+    start_operator: OperatorFactory,
+    auditor: TransitionAuditor,
+    control_plane: ControlPlane | None,
+    kubeconfig: object,
+) -> None:
+    """--status-field=false (beside KAITO's webhook): only the record is written, and
+    the STATUS column, which reads it, shows the state through KAITO's writes."""
+    kaito = KaitoWriter(k8s)
+    ns = namespace
+    await start_operator(f"--namespace={ns}", "--status-field=false").wait_ready()
+    await create_workspace(k8s, ns, "phi")
+
+    async def column() -> str:
+        binary = str(control_plane.bin_dir / "kubectl") if control_plane else "kubectl"
+        table = await anyio.run_process(
+            [binary, f"--kubeconfig={kubeconfig}", "get", "workspace", "phi", "-n", ns]
+        )
+        return table.stdout.decode().splitlines()[1].split()[2]
+
+    for conditions, state in ((INFERENCE_READY, "Ready"), (CRASHING, "NotReady")):
+        await kaito.replace_conditions(ns, "phi", *conditions)
+
+        async def shown(state: str = state) -> bool:
+            return await column() == state
+
+        await eventually(shown, 20, f"STATUS {state}")
+        assert await state_of(k8s, ns, "phi") is None
+    assert auditor.transitions == []  # status.status was never written

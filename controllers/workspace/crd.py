@@ -110,16 +110,18 @@ class VersionReport:
     served: bool
     has_field: bool
     has_column: bool
+    # False when the operator runs with --status-field=false: the field is not wanted.
+    needs_field: bool = True
 
     @property
     def complete(self) -> bool:
-        return self.has_field and self.has_column
+        return (self.has_field or not self.needs_field) and self.has_column
 
     def missing(self) -> list[str]:
         return [
             what
             for what, present in (
-                ("status.status", self.has_field),
+                ("status.status", self.has_field or not self.needs_field),
                 ("STATUS column", self.has_column),
             )
             if not present
@@ -172,8 +174,9 @@ def _has_column(version: Obj) -> bool:
     return any(c.get("jsonPath") == STATUS_JSON_PATH for c in _columns(version))
 
 
-def inspect(crd: Obj) -> CrdReport:
-    """Which versions of ``crd`` lack our field or our column."""
+def inspect(crd: Obj, *, with_field: bool = True) -> CrdReport:
+    """Which versions of ``crd`` lack our field (unless ``with_field`` is False) or our
+    column."""
     return CrdReport(
         resource_version=str((crd.get("metadata") or {}).get("resourceVersion") or ""),
         versions=tuple(
@@ -182,6 +185,7 @@ def inspect(crd: Obj) -> CrdReport:
                 served=bool(v.get("served", False)),
                 has_field=_has_field(v),
                 has_column=_has_column(v),
+                needs_field=with_field,
             )
             for v in _versions(crd)
         ),
@@ -242,15 +246,16 @@ def _column_op(index: int, version: Obj) -> Op:
     return {"op": "add", "path": _pointer(*base, at), "value": status_column()}
 
 
-def patch_ops(crd: Obj) -> list[Op]:
+def patch_ops(crd: Obj, *, with_field: bool = True) -> list[Op]:
     """The JSON patch that makes ``crd`` complete; ``[]`` when nothing can or need be added.
+    With ``with_field=False`` only the column is added (the field is not wanted).
 
     Applied to the object it was computed from, the result is complete, and
     ``patch_ops`` of the result is ``[]``.
     """
     ops: list[Op] = []
     for i, version in enumerate(_versions(crd)):
-        if not _has_field(version):
+        if with_field and not _has_field(version):
             op = _field_op(i, version)
             if op is not None:
                 ops.append(op)

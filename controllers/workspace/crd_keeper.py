@@ -79,11 +79,15 @@ class CrdKeeperOptions:
     manage: bool = True
     """Patch the CRD; when False only say what is missing and what to run."""
     forbidden_retry: float = DEFAULT_FORBIDDEN_RETRY
+    add_field: bool = True
+    """Want status.status in the schema; False with --status-field=false (the column
+    reads the record condition and needs no field)."""
 
 
 class _StatusFieldCollector(Collector):
-    def __init__(self, cache: InformerCache) -> None:
+    def __init__(self, cache: InformerCache, field: bool) -> None:
         self._cache = cache
+        self._field = field
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         # Before the first list there is nothing to say; 0 would be a false alarm.
@@ -94,7 +98,7 @@ class _StatusFieldCollector(Collector):
             STATUS_FIELD_METRIC,
             f"1 when the {CRD_NAME} CRD has status.status and the STATUS column in every "
             "version, else 0.",
-            value=1 if crd is not None and inspect(crd).complete else 0,
+            value=1 if crd is not None and inspect(crd, with_field=self._field).complete else 0,
         )
 
 
@@ -111,7 +115,7 @@ class WorkspaceCrdReconciler:
         self._client = client
         self._cache = cache
         self._options = options or CrdKeeperOptions()
-        registry.register(_StatusFieldCollector(cache))
+        registry.register(_StatusFieldCollector(cache, self._options.add_field))
         # The CRD resourceVersion the last error line was about: one line per version.
         self._told: str | None = None
 
@@ -121,11 +125,11 @@ class WorkspaceCrdReconciler:
         crd = self._cache.get(CRD, CRD_NAME)
         if crd is None:
             return Result()  # deleted: the Workspace informers say so loudly enough
-        report = inspect(crd)
+        report = inspect(crd, with_field=self._options.add_field)
         if report.complete:
             self._told = None
             return Result()
-        ops = patch_ops(crd)
+        ops = patch_ops(crd, with_field=self._options.add_field)
         if not ops:
             self._tell(report, ops, "a version has no openAPIV3Schema to add the field to.")
             return Result()

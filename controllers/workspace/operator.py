@@ -76,6 +76,7 @@ class OperatorConfig:
     log_format: str
     log_level: str
     manage_crd: bool = True
+    status_field: bool = True
 
 
 def _bool(text: str) -> bool:
@@ -157,6 +158,16 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         "command that re-adds them (hack/add-status-field) and export "
         "kaito_workspace_status_crd_status_field",
     )
+    p.add_argument(
+        "--status-field",
+        type=_bool,
+        default=True,
+        metavar="true|false",
+        help="write the state to status.status as well as to the record condition "
+        "workspace-status.kaito.sh/State (the STATUS column reads the record). false "
+        "beside KAITO's validating webhook, which refuses the field, and then the "
+        "Workspace CRD needs only the STATUS column",
+    )
     p.add_argument("--log-format", choices=["json", "console"], default="json")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     a = p.parse_args(argv)
@@ -175,6 +186,7 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         log_format=a.log_format,
         log_level=a.log_level,
         manage_crd=a.manage_crd,
+        status_field=a.status_field,
     )
 
 
@@ -258,7 +270,10 @@ async def run(cfg: OperatorConfig) -> None:
             mgr.cache,
             mgr.event_recorder("workspace-status-controller"),
             mgr.registry,
-            WorkspaceStatusOptions(pending_warning_after=cfg.pending_warning_after),
+            WorkspaceStatusOptions(
+                pending_warning_after=cfg.pending_warning_after,
+                write_status_field=cfg.status_field,
+            ),
         )
         (
             mgr.builder()
@@ -270,7 +285,10 @@ async def run(cfg: OperatorConfig) -> None:
                 reconciler.after_crd_repair,
                 Funcs(
                     on_create=lambda _: False,
-                    on_update=lambda old, new: not inspect(old).complete and inspect(new).complete,
+                    on_update=lambda old, new: (
+                        not inspect(old, with_field=cfg.status_field).complete
+                        and inspect(new, with_field=cfg.status_field).complete
+                    ),
                     on_delete=lambda _: False,
                 ),
             )
@@ -286,7 +304,10 @@ async def run(cfg: OperatorConfig) -> None:
             .named(CRD_CONTROLLER_NAME)
             .complete(
                 WorkspaceCrdReconciler(
-                    client, mgr.cache, mgr.registry, CrdKeeperOptions(manage=cfg.manage_crd)
+                    client,
+                    mgr.cache,
+                    mgr.registry,
+                    CrdKeeperOptions(manage=cfg.manage_crd, add_field=cfg.status_field),
                 )
             )
         )
@@ -296,6 +317,7 @@ async def run(cfg: OperatorConfig) -> None:
             label_selector=cfg.label_selector,
             leader_elect=cfg.leader_elect,
             manage_crd=cfg.manage_crd,
+            status_field=cfg.status_field,
             pid=os.getpid(),
         )
         await mgr.run()

@@ -63,6 +63,10 @@ log = structlog.get_logger("controllers.workspace")
 @dataclass(frozen=True)
 class WorkspaceStatusOptions:
     pending_warning_after: float = DEFAULT_PENDING_WARNING_AFTER
+    write_status_field: bool = True
+    """False: keep the state in the record condition only, never in status.status.
+    Beside KAITO's validating webhook the field can never be stored, and a field stored
+    while that webhook was away locks KAITO out of the workspace when it comes back."""
 
 
 def _describe(conditions: tuple[ConditionSummary, ...]) -> str:
@@ -186,7 +190,11 @@ class WorkspaceStatusReconciler:
             ),
         )
         if isinstance(outcome, Deleting):
-            if outcome.restore is not None and self._field_unwritable is None:
+            if (
+                outcome.restore is not None
+                and self._options.write_status_field
+                and self._field_unwritable is None
+            ):
                 return await self._restore_while_deleting(request, workspace, outcome.restore)
             return Result()
         if isinstance(outcome, InvalidWorkload):
@@ -218,9 +226,13 @@ class WorkspaceStatusReconciler:
                 f"refusing {d.previous} → {d.state} for a {d.workload.value} workspace",
             )
             return Result()
-        restore_only = d.needs_write and not d.changed
+        if self._options.write_status_field:
+            needs_write = d.needs_write
+        else:
+            needs_write = d.raw_record != d.state.value
+        restore_only = needs_write and not d.changed
         if (
-            d.needs_write
+            needs_write
             and not (restore_only and self._field_unwritable)
             and self._pruned_at.get(request) != ws.metadata.resource_version
         ):
@@ -235,11 +247,14 @@ class WorkspaceStatusReconciler:
         self, request: Request, obj: dict[str, Any], ws: Workspace, d: Decision
     ) -> Result | None:
         now = datetime.fromtimestamp(self._clock(), UTC)
+        field = self._options.write_status_field
         try:
             try:
-                out = await self._patch(request, state_patch(ws, d.state.value, now))
+                out = await self._patch(
+                    request, state_patch(ws, d.state.value, now, with_field=field)
+                )
             except ApiError as err:
-                if not _refused_by_admission(err):
+                if not field or not _refused_by_admission(err):
                     raise
                 self._field_unwritable = "refused"
                 self._warn_once(
@@ -262,7 +277,9 @@ class WorkspaceStatusReconciler:
             return Result(requeue=True)
         except NotFound:
             return Result()
-        if (out.get("status") or {}).get("status") == d.state.value:
+        if not field:
+            pass
+        elif (out.get("status") or {}).get("status") == d.state.value:
             self._field_unwritable = None
         elif self._field_unwritable != "refused":
             self._field_unwritable = "pruned"

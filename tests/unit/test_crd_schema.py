@@ -386,3 +386,14 @@ def test_the_module_prints_the_ops_for_a_crd_on_stdin() -> None:
         )
         assert json.loads(proc.stdout) == want
         assert ("missing: v1alpha1" in proc.stderr) == bool(want)
+
+
+@pytest.mark.parametrize("release", KAITO)
+def test_without_the_field_only_the_column_is_added(release: str) -> None:
+    kaito = load(KAITO[release])
+    ops = crd.patch_ops(kaito, with_field=False)
+    assert all("additionalPrinterColumns" in op["path"] for op in ops[1:])
+    out = apply_patch(kaito, ops)
+    assert crd.inspect(out, with_field=False).complete
+    assert not crd.inspect(out).complete
+    assert crd.patch_ops(out, with_field=False) == []

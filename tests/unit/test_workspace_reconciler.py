@@ -18,7 +18,11 @@ from prometheus_client import CollectorRegistry
 
 import controllers.workspace.reconciler as reconciler_module
 from controllers.workspace.fsm import Decision, Workload, WorkspaceState
-from controllers.workspace.reconciler import WORKSPACE, WorkspaceStatusReconciler
+from controllers.workspace.reconciler import (
+    WORKSPACE,
+    WorkspaceStatusOptions,
+    WorkspaceStatusReconciler,
+)
 from controllers.workspace.record import RECORD_CONDITION
 from reconciler import Client, Conflict, EventRecorder, InformerCache, NotFound, Request, Result
 from reconciler.client import PatchType
@@ -178,7 +182,9 @@ class Rig:
         return self.registry.get_sample_value(name) or 0.0
 
 
-def rig(obj: Obj, *, prune_field: bool = False) -> Rig:
+def rig(
+    obj: Obj, *, prune_field: bool = False, options: WorkspaceStatusOptions | None = None
+) -> Rig:
     api = FakeAPI(copy.deepcopy(obj), prune_field=prune_field)
     cache = FakeCache(copy.deepcopy(obj))
     recorder = FakeRecorder()
@@ -188,6 +194,7 @@ def rig(obj: Obj, *, prune_field: bool = False) -> Rig:
         cast(InformerCache, cache),
         cast(EventRecorder, recorder),
         registry,
+        options,
         clock=lambda: NOW,
     )
     return Rig(api, cache, recorder, registry, r)
@@ -354,3 +361,22 @@ async def test_a_deleting_workspace_gets_its_kept_state_shown_again_without_an_e
     r.sync_cache()
     await r.reconcile()
     assert len(r.api.requests) == sent
+
+
+async def test_without_the_field_only_the_record_is_written_and_nothing_is_restored() -> None:
+    r = rig(workspace(SERVING), options=WorkspaceStatusOptions(write_status_field=False))
+    r.api.refuse_field = True  # as beside KAITO's webhook: any field would be refused
+    await r.reconcile()
+    assert all(op["path"] != "/status/status" for req in r.api.requests for op in req["patch"])
+    assert [e[1] for e in r.recorder.events] == ["StateChanged"]
+    r.sync_cache()
+    sent = len(r.api.requests)
+    r.kaito_put(SERVING)
+    await r.reconcile()
+    assert len(r.api.requests) == sent
+    r.sync_cache()
+    r.kaito_put(CRASHING)
+    await r.reconcile()
+    conditions = r.api.stored["status"]["conditions"]
+    assert [c["reason"] for c in conditions if c["type"] == RECORD_CONDITION] == ["NotReady"]
+    assert "status" not in r.api.stored["status"]
