@@ -24,6 +24,7 @@ from controllers.workspace.fsm import LEGAL_STATES, TRANSITIONS, Workload, Works
 from controllers.workspace.reconciler import WORKSPACE as WORKSPACE  # re-exported for the tests
 from e2e.kaito import KaitoWriter
 from reconciler.client import Client
+from reconciler.envtest.controlplane import ControlPlane
 from reconciler.envtest.oplog import log_entries, served_ports
 from reconciler.errors import Conflict, Gone, TransportError
 from reconciler.resource import CORE_EVENT, ResourceType
@@ -117,6 +118,23 @@ async def _describe(k8s: Client, ns: str, name: str) -> str:
         f"saw status.status={status.get('status')!r} at resourceVersion "
         f"{obj['metadata'].get('resourceVersion')}, conditions {conditions}, events {events}"
     )
+
+
+# -- kubectl, as a user runs it -------------------------------------------------------------
+def kubectl_binary(plane: ControlPlane | None) -> str:
+    """The control plane's kubectl, or the one on PATH against an existing cluster."""
+    return str(plane.bin_dir / "kubectl") if plane else "kubectl"
+
+
+async def kubectl(plane: ControlPlane | None, kubeconfig: object, *args: str) -> str:
+    """``kubectl --kubeconfig=… ARGS``; its standard output, or a failure with stderr."""
+    with anyio.fail_after(120):
+        done = await anyio.run_process(
+            [kubectl_binary(plane), f"--kubeconfig={kubeconfig}", *args], check=False
+        )
+    if done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr.decode().strip()}")
+    return done.stdout.decode()
 
 
 # -- workspaces as users and KAITO write them -------------------------------------------

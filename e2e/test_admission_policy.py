@@ -15,7 +15,6 @@ pkg/admission/plugin/policy/mutating/dispatcher.go).
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -39,6 +38,7 @@ from e2e.harness import (
     condition,
     create_workspace,
     eventually,
+    kubectl,
     sum_samples,
     wait_state,
 )
@@ -70,24 +70,13 @@ def _serving(note: str) -> Obj:
 
 
 # -- the API server's view --------------------------------------------------------------
-def _kubectl(plane: ControlPlane | None, kubeconfig: Path, *args: str) -> str:
-    binary = str(plane.bin_dir / "kubectl") if plane else "kubectl"
-    return subprocess.run(
-        [binary, f"--kubeconfig={kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-
-
 @dataclass(frozen=True)
 class Cluster:
     plane: ControlPlane | None
     kubeconfig: Path
 
     async def kubectl(self, *args: str) -> str:
-        return await anyio.to_thread.run_sync(lambda: _kubectl(self.plane, self.kubeconfig, *args))
+        return await kubectl(self.plane, self.kubeconfig, *args)
 
     async def checks(self) -> tuple[float, float]:
         """(mutations the policy ran without error, mutations that failed), so far."""

@@ -29,6 +29,7 @@ from e2e.harness import (
     condition,
     create_workspace,
     eventually,
+    kubectl,
     state_of,
     wait_event,
     wait_state,
@@ -270,11 +271,8 @@ async def test_with_status_field_off_the_column_still_shows_every_state(
     await create_workspace(k8s, ns, "phi")
 
     async def column() -> str:
-        binary = str(control_plane.bin_dir / "kubectl") if control_plane else "kubectl"
-        table = await anyio.run_process(
-            [binary, f"--kubeconfig={kubeconfig}", "get", "workspace", "phi", "-n", ns]
-        )
-        return table.stdout.decode().splitlines()[1].split()[2]
+        table = await kubectl(control_plane, kubeconfig, "get", "workspace", "phi", "-n", ns)
+        return table.splitlines()[1].split()[2]
 
     for conditions, state in ((INFERENCE_READY, "Ready"), (CRASHING, "NotReady")):
         await kaito.replace_conditions(ns, "phi", *conditions)

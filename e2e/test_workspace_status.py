@@ -24,6 +24,8 @@ from e2e.harness import (
     create_workspace,
     events_for,
     eventually,
+    kubectl,
+    kubectl_binary,
     set_conditions,
     state_of,
     wait_event,
@@ -354,17 +356,6 @@ async def test_conditions_written_by_others_are_never_clobbered(
     assert kaitos(obj)[-1]["message"] == "59"
 
 
-def _kubectl(plane: ControlPlane | None, kubeconfig: str, *args: str) -> str:
-    binary = str(plane.bin_dir / "kubectl") if plane else "kubectl"
-    return subprocess.run(
-        [binary, f"--kubeconfig={kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-
-
 async def test_kubectl_shows_status_and_can_wait_for_it(
     k8s: Client,
     namespace: str,
@@ -377,11 +368,11 @@ async def test_kubectl_shows_status_and_can_wait_for_it(
     await create_workspace(k8s, namespace, "phi")
     await wait_state(k8s, namespace, "phi", "Pending")
     kc = str(kubeconfig)
-    table = _kubectl(control_plane, kc, "get", "workspace", "-n", namespace)
+    table = await kubectl(control_plane, kc, "get", "workspace", "-n", namespace)
     header, row = table.splitlines()[:2]
     assert header.split() == ["NAME", "INSTANCE", "STATUS", "AGE"]
     assert row.split()[:3] == ["phi", "Standard_NC24ads_A100_v4", "Pending"]
-    wide = _kubectl(control_plane, kc, "get", "workspace", "-n", namespace, "-o", "wide")
+    wide = await kubectl(control_plane, kc, "get", "workspace", "-n", namespace, "-o", "wide")
     assert wide.splitlines()[0].split() == [
         "NAME",
         "INSTANCE",
@@ -396,7 +387,7 @@ async def test_kubectl_shows_status_and_can_wait_for_it(
     def wait_ready() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
-                str(control_plane.bin_dir / "kubectl") if control_plane else "kubectl",
+                kubectl_binary(control_plane),
                 f"--kubeconfig={kc}",
                 "wait",
                 "-n",
