@@ -24,6 +24,7 @@ import sys
 import tracemalloc
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ from reconciler.informer import strip_managed_fields
 from reconciler.store import Store
 
 Obj = dict[str, Any]
+_WRITTEN = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
 
 def server_object(i: int) -> Obj:
@@ -57,14 +59,22 @@ def server_object(i: int) -> Obj:
         "f:finalizers": {".": {}, 'v:"workspace.finalizer.kaito.sh"': {}},
         "f:labels": {".": {}, **{f"f:{k}": {} for k in meta["labels"]}},
     }
-    conditions = {"f:status": {".": {}, "f:conditions": {}}}
+    conditions: Obj = {"f:status": {".": {}, "f:conditions": {}}}
     meta["managedFields"] = [
         _managed("kubectl-client-side-apply", None, applied),
         _managed(workload.KAITO_FIELD_MANAGER, "status", conditions),
         _managed("workspace-operator", "status", {"f:status": {"f:status": {}}}),
     ]
     state = workload.expected_state(i, workload.initial_conditions(i), None)
-    obj["status"] = {"conditions": workload.initial_conditions(i), "status": state}
+    assert state is not None
+    # Ours writes its record condition with the field (controllers/workspace/record.py).
+    key = workload.key_of(i)
+    last = workload.first_state_patch(key, meta["resourceVersion"], 1, state, _WRITTEN)[-1]
+    assert last["path"] == "/status/conditions/-"
+    obj["status"] = {
+        "conditions": [*workload.initial_conditions(i), last["value"]],
+        "status": state,
+    }
     return obj
 
 

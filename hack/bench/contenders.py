@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ BENCH_CACHE = ROOT / ".cache" / "bench"
 PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"
 BENCH_VENV = BENCH_CACHE / "venv"
 GO_PEER = BENCH_CACHE / "bin" / "workspace-peer-controller-runtime"
+GO_PEER_SOURCES = ROOT / "hack" / "bench" / "peers" / "controller-runtime"
 KOPF_PEER = ROOT / "hack" / "bench" / "peers" / "kopf_peer.py"
 RAW_LIMIT = ROOT / "hack" / "bench" / "raw_limit.py"
 
@@ -160,7 +162,21 @@ def start(name: str, launch: Launch) -> Process:
     return Process(name, proc, started, launch.readyz, launch.log_path, offset, log)
 
 
+def go_peer_sources_digest() -> str:
+    """What `hack/bench/run` keys the Go peer's build on: sha256 of go.mod, go.sum and
+    the *.go files (in glob order), concatenated."""
+    files = [GO_PEER_SOURCES / "go.mod", GO_PEER_SOURCES / "go.sum"]
+    files += sorted(GO_PEER_SOURCES.glob("*.go"))
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+
 def missing() -> list[str]:
-    """What `hack/bench/run` should have built, if it is not there."""
+    """What `hack/bench/run` should have built, if it is not there or is out of date."""
     wanted = [PROJECT_PYTHON, GO_PEER, BENCH_VENV / "bin" / "kopf"]
-    return [str(p) for p in wanted if not p.exists()]
+    out = [str(p) for p in wanted if not p.exists()]
+    stamp = GO_PEER.with_name(GO_PEER.name + ".stamp")
+    if GO_PEER.exists() and (
+        not stamp.exists() or stamp.read_text().strip() != go_peer_sources_digest()
+    ):
+        out.append(f"{GO_PEER} (older than {GO_PEER_SOURCES.relative_to(ROOT)})")
+    return out

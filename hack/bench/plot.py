@@ -1,4 +1,5 @@
-"""Plots a benchmark result: latency distributions (ECDF) and convergence throughput.
+"""Plots a benchmark result: latency and blank-window distributions (ECDF) and
+convergence throughput.
 
 Runs in the bench venv (matplotlib lives there, not in the project's):
     .cache/bench/venv/bin/python hack/bench/plot.py bench-results/latest/results.json
@@ -12,10 +13,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+import matplotlib  # type: ignore[import-not-found]  # in the bench venv only
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # type: ignore[import-not-found]
 
 ORDER = ("raw", "ours", "controller-runtime", "kopf")
 COLORS = {"raw": "#7f7f7f", "ours": "#1f77b4", "controller-runtime": "#2ca02c", "kopf": "#d62728"}
@@ -24,11 +25,14 @@ COLORS = {"raw": "#7f7f7f", "ours": "#1f77b4", "controller-runtime": "#2ca02c", 
 def main(path: Path) -> Path:
     result = json.loads(path.read_text())
     samples: dict[str, list[float]] = defaultdict(list)
+    restores: dict[str, list[float]] = defaultdict(list)
     floor: list[float] = []
     for row in result["latency"]:
         samples[row["controller"]] += row["samples_ms"]
+        restores[row["controller"]] += row.get("restore_samples_ms", [])
         floor += row["floor_samples_ms"]
-    rates: dict[str, dict[int, float]] = result["summary"]["convergence"]
+    # JSON keys: N is a string there.
+    rates: dict[str, dict[str, dict[str, float | None]]] = result["summary"]["convergence"]
 
     fig, (ax_lat, ax_rate) = plt.subplots(1, 2, figsize=(13, 5))
     for name in ORDER:
@@ -38,14 +42,21 @@ def main(path: Path) -> Path:
         ys = [(i + 1) / len(values) for i in range(len(values))]
         ax_lat.step(values, ys, where="post", label=f"{name} (n={len(values):,})",
                     color=COLORS[name])  # fmt: skip
+        values = sorted(restores.get(name, []))
+        if values:
+            ys = [(i + 1) / len(values) for i in range(len(values))]
+            ax_lat.step(values, ys, where="post", label=f"{name}, restore blank window",
+                        color=COLORS[name], linestyle="--")  # fmt: skip
     if floor:
         values = sorted(floor)
         ys = [(i + 1) / len(values) for i in range(len(values))]
         ax_lat.step(values, ys, where="post", label="watch delivery floor", color="black",
                     linestyle=":")  # fmt: skip
     ax_lat.set_xscale("log")
-    ax_lat.set_xlabel("condition write → status.status on the watch (ms, log)")
-    ax_lat.set_ylabel("fraction of flips")
+    ax_lat.set_xlabel(
+        "flip: KAITO's write → new status.status; dashed: status.status missing (ms, log)"
+    )
+    ax_lat.set_ylabel("fraction of writes")
     ax_lat.set_title(f"Steady-state latency ({result['meta']['latency']})")
     for q in (0.5, 0.9, 0.99):
         ax_lat.axhline(q, color="#cccccc", linewidth=0.8)

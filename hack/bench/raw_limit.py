@@ -1,10 +1,12 @@
 """The raw limit: the same status patches as the controllers send, and nothing else.
 
 No list, no watch, no cache, no state machine: the harness hands over what to write
-(namespace, name, resourceVersion, state per workspace) and this script sends one merge
-patch of status.status with that resourceVersion per workspace on the status
-subresource, over ``--workers`` keep-alive connections. What the API server does with
-that on this machine is the ceiling any controller can reach.
+(namespace, name and the JSON patch per workspace: the one ours sends for a first state,
+which sets status.status and the record condition after a precondition on the
+resourceVersion the harness saw) and this script sends each on the status subresource,
+over ``--workers`` keep-alive connections. What the API server does with that on this
+machine is the ceiling any controller can reach. It only converges: with no watch, it
+has nothing to answer KAITO's later writes with.
 
 Exits 1 if any patch fails.
 """
@@ -19,6 +21,7 @@ import ssl
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -43,13 +46,13 @@ def ssl_context(kubeconfig: Path) -> tuple[str, ssl.SSLContext]:
 
 
 async def patch_all(
-    server: str, ctx: ssl.SSLContext, jobs: list[dict[str, str]], workers: int
+    server: str, ctx: ssl.SSLContext, jobs: list[dict[str, Any]], workers: int
 ) -> int:
-    queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)
     failures = 0
-    headers = {"Content-Type": "application/merge-patch+json", "Accept": "application/json"}
+    headers = {"Content-Type": "application/json-patch+json", "Accept": "application/json"}
     connector = aiohttp.TCPConnector(ssl=ctx, limit=workers)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -61,12 +64,7 @@ async def patch_all(
                     f"{server}/apis/kaito.sh/v1beta1/namespaces/{job['namespace']}"
                     f"/workspaces/{job['name']}/status"
                 )
-                body = orjson.dumps(
-                    {
-                        "metadata": {"resourceVersion": job["resourceVersion"]},
-                        "status": {"status": job["state"]},
-                    }
-                )
+                body = orjson.dumps(job["patch"])
                 async with session.patch(url, data=body, headers=headers) as resp:
                     await resp.read()
                     if resp.status != 200:

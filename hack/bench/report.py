@@ -22,6 +22,27 @@ def _select(rows: list[Row], controller: str, n: int) -> list[Row]:
     return [r for r in rows if r["controller"] == controller and r["n"] == n]
 
 
+_LATENCY_MEDIANS = (
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "floor_p50_ms",
+    "restore_p50_ms",
+    "restore_p90_ms",
+    "restore_p99_ms",
+    "restore_max_ms",
+    "flip_blank_p50_ms",
+    "flip_blank_p90_ms",
+    "flip_blank_p99_ms",
+    "flip_blank_max_ms",
+    "restore_over_decide_p99",
+    "cpu_per_1000",
+    "rate",
+    "foreign_cores",
+)
+_LATENCY_SUMS = ("writes", "flips", "same_state", "timeouts", "unrestored", "conflicts")
+
+
 def summarize(convergence: list[Row], latency: list[Row]) -> dict[str, Any]:
     """Medians per controller and N, the memory slope, and the ratios."""
     ns = sorted({r["n"] for r in convergence})
@@ -54,19 +75,11 @@ def summarize(convergence: list[Row], latency: list[Row]) -> dict[str, Any]:
             rows = _select(latency, c, n)
             if not rows:
                 continue
-            lat.setdefault(c, {})[n] = {
-                "p50_ms": median_of(rows, "p50_ms"),
-                "p90_ms": median_of(rows, "p90_ms"),
-                "p99_ms": median_of(rows, "p99_ms"),
-                "floor_p50_ms": median_of(rows, "floor_p50_ms"),
-                "cpu_per_1000": median_of(rows, "cpu_per_1000"),
-                "rate": median_of(rows, "rate"),
-                "foreign_cores": median_of(rows, "foreign_cores"),
-                "flips": sum(r["flips"] for r in rows),
-                "timeouts": sum(r["timeouts"] for r in rows),
-                "runs": len(rows),
-                "failed": sum(1 for r in rows if not r["ok"]),
-            }
+            entry = {f: median_of(rows, f) for f in _LATENCY_MEDIANS}
+            entry |= {f: sum(r.get(f, 0) for r in rows) for f in _LATENCY_SUMS}
+            entry["runs"] = len(rows)
+            entry["failed"] = sum(1 for r in rows if not r["ok"])
+            lat.setdefault(c, {})[n] = entry
     memory: dict[str, float | None] = {}
     if len(ns) >= 2:
         lo, hi = ns[0], ns[-1]
@@ -155,43 +168,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         lines += [""]
 
     if summary["latency"]:
-        lines += [f"## Steady-state latency ({meta['latency']})", ""]
-        rows = []
-        floor: list[float] = []
-        for c, per_n in summary["latency"].items():
-            for n, e in per_n.items():
-                if e["floor_p50_ms"] is not None:
-                    floor.append(e["floor_p50_ms"])
-                rows.append(
-                    [
-                        f"{c}{_status(e)}",
-                        f"{n:,}",
-                        _fmt(e["p50_ms"], ".1f"),
-                        _fmt(e["p90_ms"], ".1f"),
-                        _fmt(e["p99_ms"], ".1f"),
-                        _fmt(e["cpu_per_1000"], ".2f"),
-                        f"{e['flips']:,}",
-                        str(e["timeouts"]),
-                        _fmt(e["foreign_cores"], ".2f"),
-                    ]
-                )
-        if floor:
-            rows.append(
-                ["(watch delivery floor)", "", _fmt(statistics.median(floor), ".1f")] + [""] * 6
-            )
-        lines += _table(
-            ["controller", "N", "p50 ms", "p90 ms", "p99 ms", "CPU s / 1000 flips", "flips",
-             "unanswered", "other load (cores)"],
-            rows,
-        )  # fmt: skip
-        lines += [
-            "",
-            "Latency: from the response to the harness's condition write to the new "
-            "status.status on the harness's watch. The floor is the same watch delivering "
-            "the condition write itself.",
-            "",
-        ]
-
+        lines += _latency(summary["latency"], meta)
     lines += ["## Memory and startup", ""]
     ns = summary["ns"]
     rows = []
@@ -220,6 +197,85 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     ]
     lines += _goals(summary)
     return "\n".join(lines) + "\n"
+
+
+def _latency(latency: dict[str, dict[int, dict[str, Any]]], meta: dict[str, Any]) -> list[str]:
+    entries = [(c, n, e) for c, per_n in latency.items() for n, e in per_n.items()]
+    lines = [f"## Steady-state latency ({meta['latency']})", ""]
+    counts = "; ".join(
+        f"{c}: {e['writes']:,} KAITO writes = {e['flips']:,} flips + {e['same_state']:,} same-state"
+        for c, _, e in entries
+    )
+    lines += [f"Writes (summed over runs): {counts}.", ""]
+    rows = []
+    floor = [e["floor_p50_ms"] for _, _, e in entries if e["floor_p50_ms"] is not None]
+    for c, n, e in entries:
+        rows.append(
+            [
+                f"{c}{_status(e)}",
+                f"{n:,}",
+                _fmt(e["p50_ms"], ".1f"),
+                _fmt(e["p90_ms"], ".1f"),
+                _fmt(e["p99_ms"], ".1f"),
+                _fmt(e["cpu_per_1000"], ".2f"),
+                _fmt(e["rate"], ".1f"),
+                f"{e['timeouts']} / {e['unrestored']}",
+                str(e["conflicts"]),
+                _fmt(e["foreign_cores"], ".2f"),
+            ]
+        )
+    if floor:
+        rows.append(
+            ["(watch delivery floor)", "", _fmt(statistics.median(floor), ".1f")] + [""] * 7
+        )
+    lines += _table(
+        ["controller", "N", "condition → state p50 ms", "p90 ms", "p99 ms",
+         "CPU s / 1000 KAITO writes", "KAITO writes/s", "unanswered flips / unrestored",
+         "KAITO 409s", "other load (cores)"],
+        rows,
+    )  # fmt: skip
+    lines += [
+        "",
+        "Condition → state: from the response to KAITO's PUT of a flip to the new "
+        "status.status on the harness's watch. The floor is the same watch delivering "
+        "the condition write itself.",
+        "",
+        "### Blank window",
+        "",
+    ]
+    rows = [
+        [
+            f"{c}{_status(e)}",
+            f"{n:,}",
+            _fmt(e["restore_p50_ms"], ".1f"),
+            _fmt(e["restore_p90_ms"], ".1f"),
+            _fmt(e["restore_p99_ms"], ".1f"),
+            _fmt(e["restore_max_ms"], ".1f"),
+            _fmt(e["flip_blank_p50_ms"], ".1f"),
+            _fmt(e["flip_blank_p99_ms"], ".1f"),
+            _fmt(e["flip_blank_max_ms"], ".1f"),
+            _fmt(e["p99_ms"], ".1f"),
+            _fmt(e["restore_over_decide_p99"], ".2f", "×"),
+        ]
+        for c, n, e in entries
+    ]
+    lines += _table(
+        ["controller", "N", "restore p50 ms", "p90 ms", "p99 ms", "max ms",
+         "flip blank p50 ms", "p99 ms", "max ms", "decide p99 ms", "restore p99 ÷ decide p99"],
+        rows,
+    )  # fmt: skip
+    lines += [
+        "",
+        "Every KAITO status PUT drops status.status (its Go type has no such field). The "
+        "blank window runs from the harness's watch delivering the version without the "
+        "field to the first version that has it again. *restore*: after a write that "
+        "keeps the state (KAITO's reconcile-error suffix on the condition messages, on or "
+        "off), where putting the field back is the controller's only work; *flip blank*: "
+        "after a write that changes the state, ended by the new one. *decide* is the "
+        "condition → state p99 above. max is the median over runs of each run's maximum.",
+        "",
+    ]
+    return lines
 
 
 def _mib(value: float | None) -> float | None:

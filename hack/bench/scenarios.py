@@ -1,5 +1,7 @@
 """One controller through one run: convergence (which also yields startup, CPU and
-memory), then, for the controllers that watch, the steady-state latency phase."""
+memory), then, for the controllers that watch, the steady-state latency phase: KAITO's
+status writes at a fixed rate, alternately ones that change the state (flips) and ones
+that keep it, each of which drops status.status until the controller writes it back."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import aiohttp
 import anyio
 import orjson
 
-from controllers.workspace.reconciler import WORKSPACE
+from e2e.kaito import KaitoWriter
 from hack.bench import contenders, procstat, workload
 from hack.bench.contenders import RAW, Launch, Process
 from hack.bench.observer import StateObserver
@@ -62,9 +65,9 @@ async def wait_quiet(pids: list[int], s: Settings) -> float:
 class Settings:
     workers: int
     settle: float  # seconds of quiet after convergence before memory is read
-    latency_rate: float  # condition flips per second
+    latency_rate: float  # KAITO status writes per second, half flips, half same-state
     latency_duration: float  # seconds
-    flip_timeout: float  # a flip not answered by then counts as a failure
+    flip_timeout: float  # a write not answered by then counts as a failure
     profile: bool  # py-spy record ours during convergence
     out: Path
     quiet_cores: float = 0.25  # start only when other processes use less than this
@@ -101,18 +104,39 @@ class Latency:
     run: int
     ok: bool = False
     error: str = ""
-    flips: int = 0
-    timeouts: int = 0
+    writes: int = 0  # KAITO status writes started: flips + same_state
+    flips: int = 0  # writes that change the state (Ready ↔ NotReady, Pending → Ready)
+    same_state: int = 0  # writes that keep it (KAITO's reconcile-error suffix on or off)
+    timeouts: int = 0  # flips whose new state never showed on the watch
+    unrestored: int = 0  # same-state writes after which status.status never came back
     skipped: int = 0
-    rate: float = 0.0  # flips per second achieved
+    rate: float = 0.0  # KAITO writes per second achieved
+    # Condition → state: from the flip's PUT response to the new state on the watch.
     p50_ms: float | None = None
     p90_ms: float | None = None
     p99_ms: float | None = None
     floor_p50_ms: float | None = None  # the harness's own watch seeing its condition write
-    cpu_per_1000: float | None = None  # controller CPU per 1,000 flips
+    # The blank window after a same-state write: from the watch delivering the version
+    # without status.status to it delivering the restored one (the operator's only work).
+    restore_p50_ms: float | None = None
+    restore_p90_ms: float | None = None
+    restore_p99_ms: float | None = None
+    restore_max_ms: float | None = None
+    # The same window after a flip (it ends with the new state).
+    flip_blank_p50_ms: float | None = None
+    flip_blank_p90_ms: float | None = None
+    flip_blank_p99_ms: float | None = None
+    flip_blank_max_ms: float | None = None
+    restore_over_decide_p99: float | None = None  # restore p99 / condition → state p99
+    disappearances: int = 0  # versions without status.status the watch delivered
+    conflicts: int = 0  # 409s the KAITO writer met (someone wrote between its GET and PUT)
+    retries: int = 0  # its DefaultRetry attempts after a 409 (or 429/503/ServerTimeout)
+    cpu_per_1000: float | None = None  # controller CPU per 1,000 KAITO writes
     foreign_cores: float | None = None  # other processes' load during the measurement
     samples_ms: list[float] = field(default_factory=list)
     floor_samples_ms: list[float] = field(default_factory=list)
+    restore_samples_ms: list[float] = field(default_factory=list)
+    flip_blank_samples_ms: list[float] = field(default_factory=list)
 
 
 def as_dict(result: Convergence | Latency) -> dict[str, Any]:
@@ -151,12 +175,16 @@ async def _readyz(proc: Process) -> float | None:
 
 
 def write_raw_job(path: Path, observer: StateObserver, expected: dict[workload.Key, str]) -> None:
+    """The raw limit's job: per workspace, the JSON patch ours sends for its first state
+    after a reset (status.status and the record, preconditioned on the version seen)."""
+    now = datetime.now(UTC)
     jobs = [
         {
             "namespace": k.namespace,
             "name": k.name,
-            "resourceVersion": observer.versions[k],
-            "state": state,
+            "patch": workload.first_state_patch(
+                k, observer.versions[k], observer.generations[k], state, now
+            ),
         }
         for k, state in expected.items()
     ]
@@ -332,42 +360,76 @@ async def measure_latency(
     s: Settings,
     rng: random.Random,
 ) -> Latency:
-    """Flip conditions on random inference workspaces at a fixed rate; time each
-    from the condition write's response to the new state on the watch."""
+    """Write conditions on random inference workspaces at a fixed rate, as KAITO writes
+    them (GET, then a PUT of the typed status with the read resourceVersion, retried on
+    409), alternately flipping the state and keeping it.
+
+    Every such PUT drops status.status. A flip is timed from the PUT's response to the
+    new state on the watch; every write's blank window from the watch delivering the
+    version without the field to the first version with the expected state. A
+    workspace gets its next write only once the last one is answered, so each window is
+    one write's.
+    """
     result = Latency(proc.name, n, run)
+    kaito = KaitoWriter(client, field_manager=workload.KAITO_FIELD_MANAGER, deadline=s.flip_timeout)
     busy: set[int] = set()
+    # Workspaces whose messages carry KAITO's reconcile-error suffix: the next same-state
+    # write takes it off, so that each one changes the typed status (else KAITO, and so
+    # the writer, writes nothing). A flip writes plain messages.
+    with_error: set[int] = set()
     own = [os.getpid(), *plane_pids, proc.pid]
     await wait_quiet(own, s)
     meter = procstat.ForeignLoad(own)
     before = proc.sample()
+    disappeared_before = observer.disappearances
 
-    async def one_flip(index: int) -> None:
+    def unanswered(flip: bool, why: str | None = None) -> None:
+        if why is not None:
+            result.error = why
+        if flip:
+            result.timeouts += 1
+        else:
+            result.unrestored += 1
+
+    async def one_write(index: int, flip: bool) -> None:
         key = workload.key_of(index)
         current = observer.states.get(key)
+        kind = "flip" if flip else "same-state write"
         try:
-            conditions, expected = workload.flip(index, current)
-            waiter = observer.wait_for(key, expected)
-            answer = await client.patch_status(
-                WORKSPACE,
-                key.name,
-                {"status": {"conditions": conditions}},
-                namespace=key.namespace,
-                field_manager=workload.KAITO_FIELD_MANAGER,
-            )
+            if flip:
+                conditions, expected = workload.flip(index, current)
+            else:
+                add_suffix = index not in with_error
+                conditions, expected = workload.same_state(index, current, with_error=add_suffix)
+            waiter = observer.wait_for(key, expected, after_blank=not flip)
+            answer = await kaito.replace_conditions(key.namespace, key.name, *conditions)
             written_at = time.monotonic()
+            if "status" in (answer.get("status") or {}):
+                # A PUT's answer never has the field: this is the object read, unchanged.
+                unanswered(flip, f"{kind} of {key}: KAITO's write changed nothing")
+                return
+            if flip or not add_suffix:
+                with_error.discard(index)
+            else:
+                with_error.add(index)
             rv = answer["metadata"]["resourceVersion"]
             with anyio.move_on_after(s.flip_timeout):
                 await waiter.done.wait()
             if waiter.done_at is None:
-                result.timeouts += 1
+                unanswered(flip)
                 return
-            result.samples_ms.append(max(0.0, waiter.done_at - written_at) * 1000)
+            blank = waiter.blank_s
+            if flip:
+                result.samples_ms.append(max(0.0, waiter.done_at - written_at) * 1000)
+                if blank is not None:
+                    result.flip_blank_samples_ms.append(blank * 1000)
+            elif blank is not None:
+                result.restore_samples_ms.append(blank * 1000)
             seen = waiter.seen.get(rv)
             if seen is not None:
                 result.floor_samples_ms.append(max(0.0, seen - written_at) * 1000)
         except (ApiError, TransportError, ValueError) as err:
-            result.error = f"flip of {key}: {err}"
-            result.timeouts += 1
+            unanswered(flip, f"{kind} of {key}: {err}")
         finally:
             observer.forget(key)
             busy.discard(index)
@@ -384,21 +446,64 @@ async def measure_latency(
                 result.skipped += 1
                 continue
             busy.add(index)
-            result.flips += 1
-            tg.start_soon(one_flip, index)
+            flip = i % 2 == 0
+            result.writes += 1
+            if flip:
+                result.flips += 1
+            else:
+                result.same_state += 1
+            tg.start_soon(one_write, index, flip)
     elapsed = time.monotonic() - start
     after = proc.sample()
+    result.disappearances = observer.disappearances - disappeared_before
+    result.conflicts = kaito.stats.conflicts
+    result.retries = kaito.stats.retries
     result.foreign_cores = meter.cores()
-    result.rate = result.flips / elapsed if elapsed > 0 else 0.0
+    result.rate = result.writes / elapsed if elapsed > 0 else 0.0
     if result.samples_ms:
         result.p50_ms = percentile(result.samples_ms, 0.50)
         result.p90_ms = percentile(result.samples_ms, 0.90)
         result.p99_ms = percentile(result.samples_ms, 0.99)
     if result.floor_samples_ms:
         result.floor_p50_ms = percentile(result.floor_samples_ms, 0.50)
-    if before is not None and after is not None and result.flips:
-        result.cpu_per_1000 = (after.cpu_seconds - before.cpu_seconds) / result.flips * 1000
-    result.ok = result.timeouts == 0 and bool(result.samples_ms)
+    if result.restore_samples_ms:
+        result.restore_p50_ms = percentile(result.restore_samples_ms, 0.50)
+        result.restore_p90_ms = percentile(result.restore_samples_ms, 0.90)
+        result.restore_p99_ms = percentile(result.restore_samples_ms, 0.99)
+        result.restore_max_ms = max(result.restore_samples_ms)
+    if result.flip_blank_samples_ms:
+        result.flip_blank_p50_ms = percentile(result.flip_blank_samples_ms, 0.50)
+        result.flip_blank_p90_ms = percentile(result.flip_blank_samples_ms, 0.90)
+        result.flip_blank_p99_ms = percentile(result.flip_blank_samples_ms, 0.99)
+        result.flip_blank_max_ms = max(result.flip_blank_samples_ms)
+    if result.restore_p99_ms is not None and result.p99_ms:
+        result.restore_over_decide_p99 = result.restore_p99_ms / result.p99_ms
+    if before is not None and after is not None and result.writes:
+        result.cpu_per_1000 = (after.cpu_seconds - before.cpu_seconds) / result.writes * 1000
+    # Every version without the field must be one of the harness's writes, each measured
+    # or counted as unanswered; more means a contender dropped the field itself.
+    accounted = (
+        len(result.flip_blank_samples_ms)
+        + len(result.restore_samples_ms)
+        + result.timeouts
+        + result.unrestored
+    )
+    extra = result.disappearances - accounted
+    result.ok = (
+        result.timeouts == 0
+        and result.unrestored == 0
+        and extra <= 0
+        and bool(result.samples_ms)
+        and bool(result.restore_samples_ms)
+    )
     if not result.ok and not result.error:
-        result.error = f"{result.timeouts} of {result.flips} flips not answered"
+        result.error = (
+            f"{result.timeouts} of {result.flips} flips not answered, "
+            f"{result.unrestored} of {result.same_state} same-state writes not restored"
+            + (
+                f", {extra} versions without status.status not written by KAITO"
+                if extra > 0
+                else ""
+            )
+        )
     return result

@@ -1,13 +1,23 @@
 // Command workspace-peer is the controller-runtime peer of the workspace-operator
 // benchmark: it keeps status.status of every kaito.sh/v1beta1 Workspace in line with
 // its conditions, with the same rules as controllers/workspace/fsm.py, on unstructured
-// objects from controller-runtime's cache. Each change is one merge patch of
-// status.status on the status subresource carrying the read object's resourceVersion.
+// objects from controller-runtime's cache.
+//
+// It remembers the state as ours does (controllers/workspace/record.py): KAITO's status
+// PUT drops status.status, so the state is also kept in a condition of type
+// workspace-status.kaito.sh/State (reason = the state), which KAITO's typed round trip
+// keeps. The previous state is status.status when legal, else that record. Each write
+// is one JSON patch of the status subresource that sets the field and the record; its
+// first op replaces metadata.resourceVersion with the read one, so a stale cache gets
+// 409 Conflict. A write happens on a transition, and to restore the field (or the
+// record) when it no longer holds the state.
 //
 // Only the parts of the state machine that decide the state are ported: which
 // conditions gate an inference workspace, tuning's terminal states and failure
-// reasons, first-condition-of-a-type-wins, deletion, and invalid workloads. Events,
-// the stuck-Pending warning and metrics are not.
+// reasons, first-condition-of-a-type-wins, deletion (which keeps its state, restored
+// when dropped), and invalid workloads. Stale conditions are not (they need
+// status.state, which the benchmark's workspaces do not have); nor are Events, the
+// stuck-Pending warning and metrics.
 package main
 
 import (
@@ -16,6 +26,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -31,6 +42,12 @@ import (
 
 var workspaceGVK = schema.GroupVersionKind{Group: "kaito.sh", Version: "v1beta1", Kind: "Workspace"}
 
+// recordCondition is the type of the condition that records the last state written.
+const recordCondition = "workspace-status.kaito.sh/State"
+
+const recordMessage = "status.status is %s since this time; recorded here because status " +
+	"writes that do not know status.status (KAITO's) drop it"
+
 const (
 	pending   = "Pending"
 	ready     = "Ready"
@@ -43,6 +60,7 @@ const (
 // Condition types that never keep an inference workspace from Ready; any other
 // type (one never heard of included) gates.
 var inferenceInformational = map[string]bool{
+	recordCondition:        true,
 	"WorkspaceDeleting":    true,
 	"WorkspaceSucceeded":   true,
 	"ScalingDownCompleted": true,
@@ -63,20 +81,21 @@ var legalStates = map[string]map[string]bool{
 type condition struct{ status, reason string }
 
 // nextState returns the state status.status must hold and whether it has to be
-// written; write is false for deleting, invalid and unreadable workspaces and when
-// the stored state is already right.
+// written: on a transition, or when the field or the record no longer holds the state
+// (KAITO's status PUT dropped the field). write is false for invalid and unreadable
+// workspaces, and for deleting ones unless their dropped field can be restored.
 func nextState(obj map[string]any) (state string, write bool) {
-	meta, _ := obj["metadata"].(map[string]any)
-	if _, deleting := meta["deletionTimestamp"]; deleting && meta["deletionTimestamp"] != nil {
-		return "", false
-	}
 	status, _ := obj["status"].(map[string]any)
 	conditions, ok := firstOfEachType(status["conditions"])
 	if !ok {
 		return "", false
 	}
-	if conditions["WorkspaceDeleting"].status == "True" {
-		return "", false
+	field, _ := status["status"].(string)
+	record := conditions[recordCondition].reason
+	meta, _ := obj["metadata"].(map[string]any)
+	if meta["deletionTimestamp"] != nil || conditions["WorkspaceDeleting"].status == "True" {
+		// A deleting workspace keeps its state; only put back a dropped field.
+		return record, status["status"] == nil && record != ""
 	}
 	inference, tuning := obj["inference"] != nil, obj["tuning"] != nil
 	if inference == tuning {
@@ -86,16 +105,18 @@ func nextState(obj map[string]any) (state string, write bool) {
 	if inference {
 		workload = "inference"
 	}
-	previous, _ := status["status"].(string)
-	if !legalStates[workload][previous] {
-		previous = ""
+	previous := ""
+	if legalStates[workload][field] {
+		previous = field
+	} else if legalStates[workload][record] {
+		previous = record
 	}
 	if inference {
 		state = nextInference(previous, conditions)
 	} else {
 		state = nextTuning(previous, conditions)
 	}
-	return state, state != previous
+	return state, field != state || record != state
 }
 
 func nextInference(previous string, conditions map[string]condition) string {
@@ -165,6 +186,56 @@ func firstOfEachType(raw any) (map[string]condition, bool) {
 	return out, true
 }
 
+// statePatch is the JSON patch (RFC 6902) that sets status.status and the record to
+// state on obj, as controllers/workspace/record.py builds it: the precondition first,
+// then the field, then the record in place (or appended). The record keeps its
+// lastTransitionTime when it already holds state (a restore).
+func statePatch(obj *unstructured.Unstructured, state string, now time.Time) []map[string]any {
+	ops := []map[string]any{
+		{"op": "replace", "path": "/metadata/resourceVersion", "value": obj.GetResourceVersion()},
+	}
+	since := now.UTC().Format(time.RFC3339)
+	status, hasStatus := obj.Object["status"].(map[string]any)
+	conditions, hasConditions := status["conditions"].([]any)
+	index := -1
+	for i, item := range conditions {
+		if c, _ := item.(map[string]any); c["type"] == recordCondition {
+			index = i
+			if c["reason"] == state {
+				if old, ok := c["lastTransitionTime"].(string); ok && old != "" {
+					since = old
+				}
+			}
+			break
+		}
+	}
+	record := map[string]any{
+		"type":               recordCondition,
+		"status":             "True",
+		"reason":             state,
+		"message":            fmt.Sprintf(recordMessage, state),
+		"lastTransitionTime": since,
+	}
+	if generation := obj.GetGeneration(); generation != 0 {
+		record["observedGeneration"] = generation
+	}
+	// RFC 6902 adds only into a parent that exists.
+	if !hasStatus {
+		ops = append(ops, map[string]any{"op": "add", "path": "/status", "value": map[string]any{"status": state}})
+	} else {
+		ops = append(ops, map[string]any{"op": "add", "path": "/status/status", "value": state})
+	}
+	switch {
+	case index >= 0:
+		ops = append(ops, map[string]any{"op": "replace", "path": fmt.Sprintf("/status/conditions/%d", index), "value": record})
+	case !hasConditions:
+		ops = append(ops, map[string]any{"op": "add", "path": "/status/conditions", "value": []any{record}})
+	default:
+		ops = append(ops, map[string]any{"op": "add", "path": "/status/conditions/-", "value": record})
+	}
+	return ops
+}
+
 type workspaceReconciler struct {
 	client client.Client
 }
@@ -179,14 +250,11 @@ func (r *workspaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if !write {
 		return ctrl.Result{}, nil
 	}
-	patch, err := json.Marshal(map[string]any{
-		"metadata": map[string]any{"resourceVersion": obj.GetResourceVersion()},
-		"status":   map[string]any{"status": state},
-	})
+	patch, err := json.Marshal(statePatch(obj, state, time.Now()))
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	err = r.client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch))
+	err = r.client.Status().Patch(ctx, obj, client.RawPatch(types.JSONPatchType, patch))
 	switch {
 	case apierrors.IsConflict(err):
 		// A stale cache: retry once the informer has the newer object.
