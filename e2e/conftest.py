@@ -77,6 +77,9 @@ def auditor(kubeconfig: Path, namespace: str) -> Iterator[TransitionAuditor]:
         audit = TransitionAuditor(client, namespace)
         future, _ = portal.start_task(audit.run)
         yield audit
+        # An auditor that died would have seen nothing since: say why.
+        if future.done() and not future.cancelled():
+            future.result()
         future.cancel()
         portal.call(client.close)
     assert audit.illegal == [], f"illegal transitions: {audit.illegal}"

@@ -26,7 +26,7 @@ from e2e.kaito import KaitoWriter
 from reconciler.client import Client
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.envtest.oplog import log_entries, served_ports
-from reconciler.errors import Conflict, Gone, TransportError
+from reconciler.errors import ApiError, Conflict, Gone, TransportError
 from reconciler.resource import CORE_EVENT, ResourceType
 
 Obj = dict[str, Any]
@@ -426,6 +426,8 @@ class TransitionAuditor:
         self.transitions: list[Transition] = []
         self.erasures: list[tuple[str, str, str]] = []  # (namespace, name, state erased)
         self.events_seen = 0
+        self.relists = 0
+        self.errors: list[str] = []  # what made the watch start again, for failure messages
 
     def expect_external(self, ns: str, name: str, value: str) -> None:
         self._excused.add((ns, name, value))
@@ -452,7 +454,10 @@ class TransitionAuditor:
             return self.changes_of(ns, name) == expected
 
         async def seen() -> str:
-            return f"the auditor saw {self.changes_of(ns, name)}"
+            return (
+                f"the auditor saw {self.changes_of(ns, name)} ({self.events_seen} events, "
+                f"{self.relists} relists, errors {self.errors[-3:]})"
+            )
 
         await eventually(
             check, timeout, f"the auditor to see {expected} on {ns}/{name}", describe=seen
@@ -468,12 +473,26 @@ class TransitionAuditor:
             m = obj["metadata"]
             self._last[(m["namespace"], m["name"])] = held_state(obj)
         task_status.started()
+        relist = False
         while True:
             try:
+                if relist:
+                    # Compare what we hold with the current states (versions in between
+                    # are not seen: tests that must see every version use etcd's audit).
+                    items, rv = await self._client.list_all(WORKSPACE, self._namespace)
+                    self.relists += 1
+                    for obj in items:
+                        self._observe(obj)
+                    relist = False
                 async with self._client.watch(
                     WORKSPACE, self._namespace, resource_version=rv, idle_timeout=30
                 ) as events:
                     async for ev in events:
+                        if ev.type == "ERROR":
+                            # A Status, not an object: start again from a fresh list.
+                            self.errors.append(str(ev.object.get("message")))
+                            relist = True
+                            break
                         rv = ev.object["metadata"].get("resourceVersion", rv)
                         if ev.type in ("ADDED", "MODIFIED"):
                             self._observe(ev.object)
@@ -481,11 +500,12 @@ class TransitionAuditor:
                             m = ev.object["metadata"]
                             self._last.pop((m["namespace"], m["name"]), None)
             except Gone:
-                # Relist: compare what we hold with the current states.
-                items, rv = await self._client.list_all(WORKSPACE, self._namespace)
-                for obj in items:
-                    self._observe(obj)
+                relist = True
             except (TimeoutError, TransportError, Conflict):
+                await anyio.sleep(0.2)
+            except ApiError as err:  # e.g. 429/5xx from a loaded API server
+                self.errors.append(str(err))
+                relist = True
                 await anyio.sleep(0.2)
 
     def _observe(self, obj: Obj) -> None:
