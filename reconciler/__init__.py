@@ -1,7 +1,9 @@
 """A controller-runtime style reconciler framework on anyio.
 
 A controller author touches ``Reconciler``/``Request``/``Result`` and the
-``Builder``; everything else is wiring the ``Manager`` does.
+``Builder``; everything else is wiring the ``Manager`` does. Helpers for what every
+controller needs (finalizers, owner references, create-or-update) live in
+``reconciler.controllerutil``, as in controller-runtime's package of that name.
 """
 
 from reconciler.builder import Builder, BuilderError
