@@ -1,12 +1,34 @@
 """The controller: a work queue of requests and the workers that reconcile them.
 
 Branch order per reconcile (as controller-runtime's reconcileHandler):
-- an exception → ``TerminalError``: counted, not requeued; anything else:
+- a failure → ``TerminalError``: counted, not requeued; anything else:
   rate-limited requeue (the per-item backoff grows until the reconcile succeeds);
 - ``Result(requeue_after=d)`` → forget the backoff, requeue after ``d``;
 - ``Result(requeue=True)`` → rate-limited requeue;
 - otherwise → forget the backoff; done until the next event.
-No exception ever ends a worker.
+
+A failure is an exception out of the reconciler, a reconcile cut off by
+``reconcile_timeout``, or an answer that is not a :class:`Result` (say, a forgotten
+``return``). Go's compiler rules the last one out, so controller-runtime has no rule for
+it; here it is what it would be if the reconciler had raised ``TypeError``: a failure
+and a programming error. No exception ever ends a worker.
+
+Every failure counts in ``controller_runtime_reconcile_errors_total``. Two more counters
+say what kind it was:
+
+- ``…_reconcile_panics_total``: a programming error. controller-runtime counts the
+  panics it recovers; Go panics where code is wrong (nil dereference, index out of
+  range, failed type assertion, division by zero, ``panic()``), while a failure the code
+  expects is a returned ``error``. Python raises both, so the type decides: the
+  exceptions Python itself raises for such bugs — ``TypeError``, ``AttributeError``,
+  ``NameError``, ``LookupError`` (``KeyError``, ``IndexError``), ``ArithmeticError``,
+  ``AssertionError``, ``RecursionError`` — and a non-``Result`` answer are panics,
+  also inside an exception group. Anything else (``ApiError``, ``TransportError``,
+  ``OSError``/``TimeoutError``, ``ValueError``, ``RuntimeError``, the reconciler's own
+  exception classes, ``TerminalError``) is the reconciler returning an error.
+- ``…_reconcile_timeouts_total``: ``reconcile_timeout`` expired during the reconcile
+  (controller-runtime's ``ReconciliationTimeout``, v0.24.1). A ``TimeoutError`` the
+  reconciler raises on its own is an ordinary error.
 """
 
 from __future__ import annotations
@@ -46,7 +68,8 @@ class ControllerOptions:
     max_concurrent_reconciles: int = MAX_CONCURRENT_RECONCILES
     cache_sync_timeout: float = CACHE_SYNC_TIMEOUT
     rate_limiter: RateLimiter[Request] | None = None
-    # None: a reconcile may take as long as it needs (controller-runtime's default).
+    # Seconds one reconcile may take before it is cancelled and retried with backoff
+    # (controller-runtime's ReconciliationTimeout). None: as long as it needs (its default).
     reconcile_timeout: float | None = None
 
 
@@ -108,6 +131,8 @@ class Controller:
             )
         self._log.info("starting workers", workers=self.options.max_concurrent_reconciles)
         async with anyio.create_task_group() as tg:
+            # Ends when stop() shuts the queue down, else is cancelled below.
+            tg.start_soon(self.queue.run)
             if self._metrics:
                 tg.start_soon(self._metrics.run_unfinished_work_updates, self.queue, self.name)
             async with anyio.create_task_group() as workers:
@@ -151,21 +176,22 @@ class Controller:
             m.reconcile_total.labels(self.name, outcome.value).inc()
 
     async def _reconcile(self, request: Request) -> ReconcileResult:
+        timeout = self.options.reconcile_timeout
+        scope = anyio.move_on_after(timeout)  # None: no deadline
+        result: object = None
         try:
-            if self.options.reconcile_timeout is not None:
-                with anyio.fail_after(self.options.reconcile_timeout):
-                    result = await self.reconciler.reconcile(request)
-            else:
+            with scope:
                 result = await self.reconciler.reconcile(request)
         except Exception as caught:
-            err = _terminal(caught)
-            if err is None:
-                return self._retry(request, caught)
-            if self._metrics:
-                self._metrics.terminal_reconcile_errors_total.labels(self.name).inc()
-                self._metrics.reconcile_errors_total.labels(self.name).inc()
-            self._log.error("reconciler error (terminal, not requeued)", error=str(err))
-            return ReconcileResult.ERROR
+            self._count_timeout(scope)
+            return self._failed(request, caught)
+        self._count_timeout(scope)
+        if scope.cancelled_caught:
+            return self._failed(request, TimeoutError(f"reconcile timed out after {timeout}s"))
+        if not isinstance(result, Result):
+            returned = type(result).__name__
+            err = TypeError(f"reconcile() returned {returned}, not Result (a missing return?)")
+            return self._failed(request, err, returned=returned)
         if result.requeue_after:
             self.queue.forget(request)
             self.queue.add_after(request, result.requeue_after)
@@ -176,17 +202,61 @@ class Controller:
         self.queue.forget(request)
         return ReconcileResult.SUCCESS
 
-    def _retry(self, request: Request, err: Exception) -> ReconcileResult:
-        self.queue.add_rate_limited(request)
+    def _count_timeout(self, scope: anyio.CancelScope) -> None:
+        # Like controller-runtime: the deadline passed while the reconcile ran, whatever
+        # the reconciler then did (raised, or returned without reaching a checkpoint).
+        if self._metrics and anyio.current_time() >= scope.deadline:
+            self._metrics.reconcile_timeouts_total.labels(self.name).inc()
+
+    def _failed(
+        self, request: Request, err: Exception, *, returned: str | None = None
+    ) -> ReconcileResult:
+        panic = returned is not None or _is_programming_error(err)
+        terminal = _terminal(err)
         if self._metrics:
             self._metrics.reconcile_errors_total.labels(self.name).inc()
+            if panic:
+                self._metrics.reconcile_panics_total.labels(self.name).inc()
+            if terminal is not None:
+                self._metrics.terminal_reconcile_errors_total.labels(self.name).inc()
+        details: dict[str, object] = {"panic": True} if panic else {}
+        if returned is not None:
+            details["returned"] = returned
+        if terminal is not None:
+            # Raised on purpose, with its reason in the message: no traceback.
+            self._log.error(
+                "reconciler error (terminal, not requeued)", error=str(terminal), **details
+            )
+            return ReconcileResult.ERROR
+        self.queue.add_rate_limited(request)
         self._log.error(
             "reconciler error",
             error=f"{type(err).__name__}: {err}",
             requeues=self.queue.num_requeues(request),
-            exc_info=not isinstance(err, TimeoutError),
+            # A traceback where there is one: not for a timeout or a wrong answer.
+            exc_info=err if err.__traceback__ is not None else False,
+            **details,
         )
         return ReconcileResult.ERROR
+
+
+# What Python raises where code is wrong: the counterpart of a Go runtime panic.
+_PROGRAMMING_ERRORS = (
+    TypeError,
+    AttributeError,
+    NameError,
+    LookupError,
+    ArithmeticError,
+    AssertionError,
+    RecursionError,
+)
+
+
+def _is_programming_error(err: BaseException) -> bool:
+    """Whether ``err``, or any exception a task group wrapped in it, is a bug."""
+    if isinstance(err, BaseExceptionGroup):
+        return any(_is_programming_error(inner) for inner in err.exceptions)
+    return isinstance(err, _PROGRAMMING_ERRORS)
 
 
 def _terminal(err: BaseException) -> TerminalError | None:

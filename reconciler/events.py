@@ -9,8 +9,9 @@ What reaches the API server follows client-go's ``EventCorrelator``:
 - identical occurrences (same object, type, reason, message, action) within
   ``aggregation_window`` update one Event — a merge patch of ``count`` and
   ``lastTimestamp`` — instead of creating a new object each time;
-- each object gets a token bucket (burst 25, one token back every 5 minutes), so one
-  object stuck in a hot loop cannot flood the API server or etcd;
+- each object and event type gets a token bucket (burst 25, one token back every 5
+  minutes), so one object stuck in a hot loop cannot flood the API server or etcd, and
+  its Normal events cannot crowd out its Warnings;
 - a full buffer drops the new occurrence and counts it, rather than block a reconciler.
 
 Events are best effort: a write that fails (403 without RBAC, 404 when the namespace
@@ -37,6 +38,7 @@ import anyio
 import structlog
 
 from reconciler.errors import ApiError, NotFound, TransportError
+from reconciler.ratelimit import BucketRateLimiter
 from reconciler.resource import CORE_EVENT, ResourceType
 
 __all__ = [
@@ -60,9 +62,11 @@ MAX_MESSAGE_BYTES = 1024
 DEFAULT_BUFFER_SIZE = 1000
 """Occurrences waiting to be written; client-go's broadcaster queue holds as many."""
 SPAM_BURST = 25
-"""Occurrences one object may produce back to back before the spam filter applies."""
+"""Occurrences of one type (Normal, Warning) one object may produce back to back before
+the spam filter applies (client-go's defaultSpamBurst)."""
 SPAM_REFILL_INTERVAL = 300.0
-"""Seconds for the spam filter to give an object one occurrence back (client-go: 5 min)."""
+"""Seconds for the spam filter to give an object and type one occurrence back (client-go:
+defaultSpamQPS = 1/300)."""
 AGGREGATION_WINDOW = 600.0
 """An identical occurrence within this many seconds of the previous one bumps its count."""
 REQUEST_TIMEOUT = 10.0
@@ -127,23 +131,6 @@ class _Series:
     last_at: float
 
 
-class _TokenBucket:
-    def __init__(self, burst: int, refill_interval: float, now: float) -> None:
-        self._burst = float(burst)
-        self._refill_interval = refill_interval
-        self._tokens = float(burst)
-        self._last = now
-
-    def take(self, now: float) -> bool:
-        elapsed = max(0.0, now - self._last)
-        self._tokens = min(self._burst, self._tokens + elapsed / self._refill_interval)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-
 class EventRecorder:
     """Records Events about objects on behalf of one component (``source.component``)."""
 
@@ -177,7 +164,7 @@ class EventRecorder:
         self._queue: deque[_Occurrence] = deque()
         self._wakeup: anyio.Event | None = None  # created by run(): needs an event loop
         self._idle: anyio.Event | None = None  # set while run() has nothing to write
-        self._buckets: OrderedDict[tuple[str, ...], _TokenBucket] = OrderedDict()
+        self._buckets: OrderedDict[tuple[str, ...], BucketRateLimiter] = OrderedDict()
         self._series: OrderedDict[tuple[str, ...], _Series] = OrderedDict()
         self._logged_failures: set[tuple[str, str]] = set()
         self._log = log.bind(component=component)
@@ -203,8 +190,7 @@ class EventRecorder:
         fields = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind")}
         fields.update({f: meta.get(f) for f in ("name", "namespace", "uid", "resourceVersion")})
         ref = {f: v for f, v in fields.items() if v}
-        now = self._clock()
-        if not self._allow(ref, now):
+        if not self._allow(ref, type):
             self.stats.filtered += 1
             return
         if len(self._queue) >= self._buffer_size:
@@ -221,7 +207,7 @@ class EventRecorder:
                 message=_truncate(message, MAX_MESSAGE_BYTES),
                 action=action,
                 timestamp=_time(),
-                at=now,
+                at=self._clock(),
             )
         )
         if self._wakeup is not None:
@@ -251,18 +237,21 @@ class EventRecorder:
             await self._idle.wait()
 
     # -- internals ----------------------------------------------------------------------
-    def _allow(self, ref: Obj, now: float) -> bool:
-        key = _object_key(ref)
+    def _allow(self, ref: Obj, type: str) -> bool:
+        # client-go's spam key is the source, the involved object and the event type
+        # (tools/record/events_cache.go, getSpamKey): a flood of Normal events about an
+        # object cannot use up the budget of its Warnings. The source is this recorder.
+        key = (*_object_key(ref), type)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = _TokenBucket(
-                self._spam_burst, self._spam_refill_interval, now
+            bucket = self._buckets[key] = BucketRateLimiter(
+                1.0 / self._spam_refill_interval, self._spam_burst, clock=self._clock
             )
             if len(self._buckets) > _CACHE_SIZE:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
-        return bucket.take(now)
+        return bucket.allow()
 
     async def _write(self, occ: _Occurrence) -> None:
         key = occ.series_key

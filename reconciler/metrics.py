@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Hashable
 from enum import StrEnum
 from typing import NoReturn, Protocol
+from urllib.parse import urlsplit
 
 import anyio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -27,6 +28,7 @@ __all__ = [
     "WORKQUEUE_DURATION_BUCKETS",
     "Metrics",
     "ReconcileResult",
+    "rest_client_host",
 ]
 
 UNFINISHED_WORK_UPDATE_PERIOD = 0.5
@@ -49,6 +51,19 @@ REST_CLIENT_REQUEST_DURATION_BUCKETS = (
     *(0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0),
 )
 """rest_client_request_duration_seconds buckets (seconds), as in Kubernetes components."""
+
+
+def rest_client_host(server: str) -> str:
+    """The ``host`` label of the rest_client_* families for the API server at ``server``.
+
+    client-go labels requests with its base URL's ``Host`` (rest/request.go, ``sanitize``):
+    host and port as written in the URL, without scheme, credentials or path
+    (``https://10.0.0.1:6443/`` → ``10.0.0.1:6443``); ``none`` when there is no URL.
+    """
+    if "//" not in server:
+        server = "//" + server  # a bare host[:port], which client-go also accepts
+    host = urlsplit(server).netloc.rpartition("@")[2]
+    return host or "none"
 
 
 class ReconcileResult(StrEnum):
@@ -99,7 +114,14 @@ class Metrics:
         )
         self.reconcile_panics_total = Counter(
             "controller_runtime_reconcile_panics_total",
-            "Total number of reconciliations that raised an unexpected exception.",
+            "Total number of reconciliations that failed with a programming error "
+            "(what Go reports as a panic; see reconciler.controller).",
+            ["controller"],
+            registry=registry,
+        )
+        self.reconcile_timeouts_total = Counter(
+            "controller_runtime_reconcile_timeouts_total",
+            "Total number of reconciliations cut off by the controller's reconcile timeout.",
             ["controller"],
             registry=registry,
         )
@@ -208,6 +230,7 @@ class Metrics:
         self.reconcile_errors_total.labels(controller)
         self.terminal_reconcile_errors_total.labels(controller)
         self.reconcile_panics_total.labels(controller)
+        self.reconcile_timeouts_total.labels(controller)
         self.max_concurrent_reconciles.labels(controller).set(max_concurrent_reconciles)
         self.active_workers.labels(controller).set(0)
 

@@ -118,16 +118,21 @@ class ItemFastSlowRateLimiter(Generic[T]):
 
 
 class BucketRateLimiter:
-    """One token bucket shared by all items: bounds the overall retry rate.
+    """One token bucket: bounds the rate of whatever draws from it.
 
     The bucket holds at most ``burst`` tokens and refills at ``qps`` tokens per second;
-    it starts full. Every :meth:`when` reserves one token, borrowing against future
-    refills when the bucket is empty, and returns how long until that token exists. So
-    ``burst`` back-to-back calls return 0, and further calls are spaced ``1/qps`` apart.
-    This is the behaviour of ``rate.Limiter.Reserve().Delay()`` in golang.org/x/time/rate.
+    it starts full. Two ways to draw, as golang.org/x/time/rate offers:
 
-    It keeps no per-item state: :meth:`num_requeues` is always 0 and :meth:`forget` does
-    nothing. Pass ``qps=math.inf`` for no limit.
+    - :meth:`when` (the work-queue retry limiter, shared by all items) reserves one
+      token, borrowing against future refills when the bucket is empty, and returns how
+      long until that token exists: ``burst`` back-to-back calls return 0, further calls
+      are spaced ``1/qps`` apart (``rate.Limiter.Reserve().Delay()``);
+    - :meth:`allow` (the event spam filter, one bucket per object) takes a token only if
+      one is there now and never borrows, so a refusal costs nothing
+      (``rate.Limiter.Allow()``, client-go's ``TokenBucketPassiveRateLimiter.TryAccept``).
+
+    As a retry limiter it keeps no per-item state: :meth:`num_requeues` is always 0 and
+    :meth:`forget` does nothing. Pass ``qps=math.inf`` for no limit.
     """
 
     def __init__(
@@ -142,30 +147,52 @@ class BucketRateLimiter:
         if burst < 1:
             # With no room for even one token a reservation could never be honoured.
             raise ValueError(f"burst must be >= 1, got {burst}")
-        self._qps = qps
+        self._interval = 1.0 / qps  # seconds per token; 0 for qps=inf
         self._burst = burst
         self._clock = clock
-        # Invariant: _tokens <= _burst. Negative means tokens already promised to earlier
-        # reservations that the refill has not produced yet.
-        self._tokens = float(burst)
-        self._last: float | None = None
+        # The bucket was last full at ``_full_at``; ``_taken`` tokens were drawn since.
+        # At ``now`` it holds burst - _taken + (now - _full_at) / interval tokens
+        # (negative when reservations borrowed), until that reaches burst and the bucket
+        # is full again. Token k is compared as ``_full_at + k * interval``: one rounding,
+        # however many draws, so a 300 s refill is back at exactly +300 s and the burst's
+        # reservations wait exactly 0. It starts full.
+        self._full_at = -math.inf
+        self._taken = 0
 
     def when(self, item: object) -> float:
-        if math.isinf(self._qps):
+        if self._interval == 0.0:
             return 0.0
-        now = self._clock()
-        if self._last is not None:
-            refill = max(0.0, now - self._last) * self._qps
-            self._tokens = min(float(self._burst), self._tokens + refill)
-        self._last = now
-        self._tokens -= 1.0
-        return -self._tokens / self._qps if self._tokens < 0 else 0.0
+        now = self._refill()
+        self._taken += 1
+        return max(0.0, self._available_at(self._taken) - now)
+
+    def allow(self) -> bool:
+        """Take a token if the bucket has one now; never borrows."""
+        if self._interval == 0.0:
+            return True
+        now = self._refill()
+        if self._available_at(self._taken + 1) > now:
+            return False
+        self._taken += 1
+        return True
 
     def forget(self, item: object) -> None:
         return None
 
     def num_requeues(self, item: object) -> int:
         return 0
+
+    def _available_at(self, draws: int) -> float:
+        """When the ``draws``-th token since ``_full_at`` exists (past for the burst)."""
+        return self._full_at + (draws - self._burst) * self._interval
+
+    def _refill(self) -> float:
+        """Restart the count from now if the bucket has filled up; returns now."""
+        now = self._clock()
+        if self._full_at + self._taken * self._interval <= now:
+            self._full_at = now
+            self._taken = 0
+        return now
 
 
 class MaxOfRateLimiter(Generic[T]):

@@ -6,8 +6,13 @@ of a key collapse into one pending reconcile, and that a key added while it is b
 reconciled is reconciled once more afterwards. Retries go through ``add_rate_limited``
 (backoff from a :class:`~reconciler.ratelimit.RateLimiter`) or ``add_after``.
 
-There is no background task: :meth:`RateLimitingQueue.get` moves delayed items whose
-time has come into the queue itself, and sleeps at most until the next one is due.
+Delayed items join the queue when due, as client-go's ``waitingLoop`` adds them: the
+owner of a queue runs :meth:`RateLimitingQueue.run` in its task group (the controller
+does, beside its workers). Without it a due item would wait for the next ``get`` or
+``len``, so with every worker busy ``workqueue_depth`` would stay 0 and
+``workqueue_queue_duration_seconds`` would start late — just when a backlog alert
+should fire. ``get`` and ``len`` also promote what is due, so what they see is exact
+even between the loop's wake-ups, and a queue used without the loop still works.
 """
 
 from __future__ import annotations
@@ -92,6 +97,9 @@ class RateLimitingQueue(Generic[T]):
        are dropped), except that ``done`` still re-queues a dirty item; ``get`` keeps
        handing out queued items until the queue is empty, then raises
        :class:`QueueShutDown`.
+    7. While :meth:`run` runs, a delayed item is added (dirty, queued if not processing,
+       reported to the metrics) at its ready time, whether or not anyone calls ``get`` or
+       ``len``; only the event loop's scheduling latency separates the two.
 
     All methods are meant to be called from one event loop; concurrent ``get`` callers
     are safe because state only changes between awaits.
@@ -218,6 +226,20 @@ class RateLimitingQueue(Generic[T]):
         """Number of items ready to be handed out (delayed items due by now included)."""
         self._promote_ready()
         return len(self._queue)
+
+    async def run(self) -> None:
+        """Add delayed items when they are due (invariant 7), until shutdown or cancel.
+
+        Run it once per queue, in the task group of whoever owns the queue. It sleeps on
+        anyio's clock, so the queue's ``clock`` must be monotonic time (the default).
+        """
+        await anyio.lowlevel.checkpoint()
+        while not self._shutting_down:
+            self._promote_ready()
+            # None: nothing is delayed; sleep until add_after (or shutdown) notifies.
+            # Every add also notifies: one more pass through a cheap loop.
+            with anyio.move_on_after(self._time_until_next_ready()):
+                await self._wait()
 
     # -- shutdown -------------------------------------------------------------------------
 

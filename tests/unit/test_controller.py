@@ -20,6 +20,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from reconciler.controller import CacheSyncError, Controller, ControllerOptions
+from reconciler.errors import ServerError, TransportError
 from reconciler.handler import enqueue_for_owner
 from reconciler.informer import EventHandler, Informer
 from reconciler.metrics import Metrics
@@ -265,6 +266,7 @@ async def test_terminal_error_raised_inside_a_task_group_is_still_terminal() -> 
     async def step(request: Request, attempt: int) -> Result:
         async with anyio.create_task_group():
             raise TerminalError("bad spec")
+        return Result()  # not reached: the group re-raises, wrapped
 
     limiter = RecordingLimiter(delay=0.0)
     rec = Scripted(step)
@@ -718,3 +720,180 @@ async def test_without_reconcile_timeout_a_slow_reconcile_is_left_alone() -> Non
         controller.queue.add(A)
         await wait_until(lambda: len(rec.finished_at) == 1)
     assert rec.calls == [A]
+
+
+# -- a reconciler that breaks its contract ------------------------------------------------
+
+
+@pytest.mark.parametrize("returned", [None, {"requeue_after": 5}], ids=["None", "dict"])
+async def test_a_non_result_answer_is_a_retried_error_and_the_worker_survives(
+    returned: object,
+) -> None:
+    registry = CollectorRegistry()
+
+    async def step(request: Request, attempt: int) -> Result:
+        if request == A and attempt == 1:
+            return cast(Result, returned)  # e.g. a forgotten ``return``
+        return Result()
+
+    limiter = RecordingLimiter(delay=0.0)
+    rec = Scripted(step)
+    controller = Controller(
+        NAME, rec, ControllerOptions(rate_limiter=limiter), metrics=Metrics(registry)
+    )
+    with structlog.testing.capture_logs() as logs:
+        async with running(controller) as returned_event:
+            controller.queue.add(A)
+            controller.queue.add(B)
+            await wait_until(lambda: rec.count(A) == 2 and rec.count(B) == 1)
+            await settle()
+            assert not returned_event.is_set(), "the controller stopped"
+    # Retried through the rate limiter like an exception, then succeeded.
+    assert limiter.whens == [A]
+    assert sample(registry, "controller_runtime_reconcile_errors_total", controller=NAME) == 1
+    assert (
+        sample(registry, "controller_runtime_reconcile_total", controller=NAME, result="error") == 1
+    )
+    # A wrong return type is a bug in the reconciler, like a TypeError it raised.
+    assert sample(registry, "controller_runtime_reconcile_panics_total", controller=NAME) == 1
+    [error] = [e for e in logs if e["event"] == "reconciler error"]
+    assert error["returned"] == type(returned).__name__
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("error", "panic"),
+    [
+        (KeyError("spec"), True),
+        (AttributeError("'NoneType' object has no attribute 'get'"), True),
+        (TypeError("unsupported operand"), True),
+        (IndexError("list index out of range"), True),
+        (ZeroDivisionError("division by zero"), True),
+        (AssertionError("cannot happen"), True),
+        (ExceptionGroup("task group", [ConnectionError("reset"), KeyError("x")]), True),
+        (ServerError(503, "ServiceUnavailable", "etcd is down"), False),
+        (TransportError("connection refused"), False),
+        (TimeoutError("model server did not answer"), False),
+        (RuntimeError("model not ready yet"), False),
+        (ValueError("bad replica count"), False),
+        (Boom("a user-defined error"), False),
+        (TerminalError("invalid spec"), False),
+        (ExceptionGroup("task group", [ConnectionError("reset")]), False),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+async def test_panics_total_counts_exceptions_that_are_programming_errors(
+    error: Exception, panic: bool
+) -> None:
+    registry = CollectorRegistry()
+
+    async def step(request: Request, attempt: int) -> Result:
+        if attempt == 1:
+            raise error
+        return Result()
+
+    rec = Scripted(step)
+    controller = Controller(
+        NAME,
+        rec,
+        ControllerOptions(rate_limiter=RecordingLimiter()),
+        metrics=Metrics(registry),
+    )
+    async with running(controller):
+        controller.queue.add(A)
+        await wait_until(
+            lambda: len(rec.finished_at) == (1 if isinstance(error, TerminalError) else 2)
+        )
+        await settle()
+    assert sample(registry, "controller_runtime_reconcile_errors_total", controller=NAME) == 1
+    panics = sample(registry, "controller_runtime_reconcile_panics_total", controller=NAME)
+    assert panics == (1 if panic else 0)
+
+
+async def test_a_reconcile_timeout_is_counted_in_timeouts_total_not_in_panics() -> None:
+    registry = CollectorRegistry()
+
+    async def step(request: Request, attempt: int) -> Result:
+        if attempt == 1:
+            await anyio.sleep_forever()
+        if attempt == 2:
+            # Its own timeout, not the controller's: an error, but not a controller timeout.
+            raise TimeoutError("the model server did not answer")
+        return Result()
+
+    metrics = Metrics(registry)
+    rec = Scripted(step)
+    controller = Controller(
+        NAME,
+        rec,
+        ControllerOptions(reconcile_timeout=0.05, rate_limiter=RecordingLimiter()),
+        metrics=metrics,
+    )
+    assert sample(registry, "controller_runtime_reconcile_timeouts_total", controller=NAME) == 0
+    async with running(controller):
+        controller.queue.add(A)
+        await wait_until(lambda: rec.count(A) == 3)
+        await settle()
+    assert sample(registry, "controller_runtime_reconcile_timeouts_total", controller=NAME) == 1
+    assert sample(registry, "controller_runtime_reconcile_errors_total", controller=NAME) == 2
+    assert sample(registry, "controller_runtime_reconcile_panics_total", controller=NAME) == 0
+
+
+async def test_a_reconcile_that_returns_within_its_timeout_is_not_a_timeout() -> None:
+    registry = CollectorRegistry()
+    rec = Scripted(succeed)
+    controller = Controller(
+        NAME, rec, ControllerOptions(reconcile_timeout=5.0), metrics=Metrics(registry)
+    )
+    async with running(controller):
+        controller.queue.add(A)
+        await wait_until(lambda: rec.count(A) == 1)
+        await settle()
+    assert sample(registry, "controller_runtime_reconcile_timeouts_total", controller=NAME) == 0
+    assert (
+        sample(registry, "controller_runtime_reconcile_total", controller=NAME, result="success")
+        == 1
+    )
+
+
+# -- delayed requests while every worker is busy ------------------------------------------
+
+
+async def test_a_due_requeue_counts_in_depth_while_every_worker_is_busy() -> None:
+    """client-go promotes delayed items when due; a backlog alert must see them then."""
+    registry = CollectorRegistry()
+    release = anyio.Event()
+    delay, hold = 0.05, 0.1
+
+    async def step(request: Request, attempt: int) -> Result:
+        if request == A and attempt == 1:
+            return Result(requeue_after=delay)
+        if request == B:
+            await release.wait()
+        return Result()
+
+    rec = Scripted(step)
+    controller = Controller(NAME, rec, metrics=Metrics(registry))
+    depth = {"name": NAME, "controller": NAME, "priority": ""}
+    async with running(controller):
+        controller.queue.add(A)
+        await wait_until(lambda: rec.count(A) == 1)
+        controller.queue.add(B)  # the only worker is now stuck on B
+        await wait_until(lambda: rec.count(B) == 1)
+        requeued_at = rec.finished_at[0][1]
+        # Nobody calls get() or len(): the queue itself must notice that A is due.
+        await wait_until(lambda: registry.get_sample_value("workqueue_depth", depth) == 1)
+        assert time.monotonic() - requeued_at >= delay
+        # Keep the worker busy a while longer: A's wait in the queue must show it.
+        await anyio.sleep(hold)
+        release.set()
+        await wait_until(lambda: rec.count(A) == 2)
+    # Measured from A's due time, not from when a worker came back for it.
+    waited = registry.get_sample_value(
+        "workqueue_queue_duration_seconds_sum", {"name": NAME, "controller": NAME}
+    )
+    assert waited is not None
+    assert waited >= hold

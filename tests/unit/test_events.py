@@ -183,6 +183,25 @@ async def test_spam_filter_caps_one_object_and_refills_slowly() -> None:
     assert recorder.stats.sent == SPAM_BURST + 2
 
 
+async def test_a_flood_of_normal_events_does_not_starve_warnings_of_the_same_object() -> None:
+    # client-go's spam key (getSpamKey in tools/record/events_cache.go) includes the
+    # event's type, so Normal and Warning occurrences of one object draw from separate
+    # buckets.
+    api, clock = FakeEventAPI(), FakeClock()
+    recorder = EventRecorder(api, "c", clock=clock)
+    for i in range(SPAM_BURST + 5):
+        recorder.record(pod(), "Normal", "Progressing", f"step {i}")
+    assert recorder.stats.filtered == 5
+    for i in range(SPAM_BURST):
+        recorder.record(pod(), "Warning", "Failed", f"failure {i}")
+    assert recorder.stats.filtered == 5
+    recorder.record(pod(), "Warning", "Failed", "one too many")
+    assert recorder.stats.filtered == 6
+    await drain(recorder, api, 2 * SPAM_BURST)
+    types = [e["type"] for e in api.events.values()]
+    assert types.count("Warning") == SPAM_BURST
+
+
 async def test_failed_writes_are_logged_once_and_never_raised() -> None:
     api = FakeEventAPI()
     api.fail_with = Forbidden(403, "Forbidden", "events is forbidden")

@@ -6,11 +6,15 @@ import anyio
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
+from reconciler._kubeconfig import Configuration
+from reconciler.client import Client
+from reconciler.manager import Manager, ManagerOptions
 from reconciler.metrics import (
     RECONCILE_TIME_BUCKETS,
     UNFINISHED_WORK_UPDATE_PERIOD,
     Metrics,
     ReconcileResult,
+    rest_client_host,
 )
 from reconciler.ratelimit import ItemExponentialFailureRateLimiter
 from reconciler.workqueue import RateLimitingQueue
@@ -86,6 +90,7 @@ def test_families_have_controller_runtime_names_and_types(registry: CollectorReg
         "controller_runtime_reconcile_errors_total": "counter",
         "controller_runtime_terminal_reconcile_errors_total": "counter",
         "controller_runtime_reconcile_panics_total": "counter",
+        "controller_runtime_reconcile_timeouts_total": "counter",
         "controller_runtime_reconcile_time_seconds": "histogram",
         "controller_runtime_max_concurrent_reconciles": "gauge",
         "controller_runtime_active_workers": "gauge",
@@ -118,6 +123,7 @@ def test_families_have_controller_runtime_labels(
         "controller_runtime_reconcile_errors_total": controller,
         "controller_runtime_terminal_reconcile_errors_total": controller,
         "controller_runtime_reconcile_panics_total": controller,
+        "controller_runtime_reconcile_timeouts_total": controller,
         "controller_runtime_reconcile_time_seconds_count": controller,
         "controller_runtime_max_concurrent_reconciles": controller,
         "controller_runtime_active_workers": controller,
@@ -183,6 +189,7 @@ def test_init_controller_exports_every_series_at_its_start_value(
         "controller_runtime_reconcile_errors_total",
         "controller_runtime_terminal_reconcile_errors_total",
         "controller_runtime_reconcile_panics_total",
+        "controller_runtime_reconcile_timeouts_total",
         "controller_runtime_active_workers",
     ]:
         assert registry.get_sample_value(name, controller) == 0.0, name
@@ -230,6 +237,56 @@ def test_leader_election_and_rest_client_families(
     assert registry.get_sample_value("rest_client_requests_total", requests) == 1.0
     duration = {"verb": "GET", "host": "10.0.0.1:6443", "le": "0.025"}
     assert registry.get_sample_value("rest_client_request_duration_seconds_bucket", duration) == 1
+
+
+@pytest.mark.parametrize(
+    ("server", "host"),
+    [
+        ("https://10.0.0.1:6443/", "10.0.0.1:6443"),
+        ("https://admin:secret@10.0.0.1:6443", "10.0.0.1:6443"),
+        ("https://[fd00::1]", "[fd00::1]"),
+        ("10.0.0.1:6443", "10.0.0.1:6443"),
+        ("localhost:8080", "localhost:8080"),
+        ("", "none"),
+    ],
+)
+def test_rest_client_host_strips_scheme_credentials_and_path(server: str, host: str) -> None:
+    assert rest_client_host(server) == host
+
+
+@pytest.mark.parametrize(
+    ("server", "host"),
+    [
+        ("https://10.0.0.1:6443", "10.0.0.1:6443"),
+        ("https://kubernetes.default.svc", "kubernetes.default.svc"),
+        ("https://[fd00::1]:6443/", "[fd00::1]:6443"),
+        ("http://localhost:8080/prefix", "localhost:8080"),
+    ],
+)
+async def test_rest_client_host_label_is_the_servers_host_and_port(server: str, host: str) -> None:
+    # client-go labels with the rest client's base URL's Host (rest/request.go, sanitize):
+    # host[:port], no scheme, no path.
+    client = Client(Configuration(host=server))
+    try:
+        manager = Manager(client, ManagerOptions(handle_signals=False))
+        assert client.observer is not None
+        client.observer("GET", 200, 0.02)
+        client.observer("PATCH", 0, 0.5)  # no HTTP answer
+    finally:
+        await client.close()
+    registry = manager.registry
+    hosts = {
+        sample.labels["host"]
+        for family in registry.collect()
+        if family.name.startswith("rest_client_")
+        for sample in family.samples
+    }
+    assert hosts == {host}
+    requests = "rest_client_requests_total"
+    assert registry.get_sample_value(requests, {"code": "200", "method": "GET", "host": host})
+    assert registry.get_sample_value(requests, {"code": "<error>", "method": "PATCH", "host": host})
+    duration = "rest_client_request_duration_seconds_count"
+    assert registry.get_sample_value(duration, {"verb": "GET", "host": host}) == 1.0
 
 
 # -- work queue metrics -------------------------------------------------------------------

@@ -145,6 +145,42 @@ def test_bucket_with_infinite_qps_never_delays() -> None:
     assert [limiter.when(i) for i in range(1000)] == [0.0] * 1000
 
 
+def test_allow_takes_a_token_only_when_one_is_there_and_never_borrows() -> None:
+    # The spam filter's use: burst 25, one token back every 300 s (client-go's
+    # TokenBucketPassiveRateLimiter.TryAccept, i.e. rate.Limiter.Allow).
+    clock = FakeClock()
+    bucket = BucketRateLimiter(qps=1 / 300, burst=25, clock=clock)
+    assert [bucket.allow() for _ in range(26)] == [True] * 25 + [False]
+    for _ in range(100):
+        assert not bucket.allow()  # refusals cost nothing: nothing is owed
+    clock.advance(299)
+    assert not bucket.allow()
+    clock.advance(1)  # exactly one interval after the bucket ran dry
+    assert bucket.allow()
+    assert not bucket.allow()
+    clock.advance(10 * 300)
+    assert [bucket.allow() for _ in range(11)] == [True] * 10 + [False]
+    clock.advance(1e6)  # a long idle period refills no more than burst
+    assert [bucket.allow() for _ in range(26)] == [True] * 25 + [False]
+
+
+def test_allow_and_when_draw_from_one_bucket() -> None:
+    clock = FakeClock()
+    bucket = BucketRateLimiter(qps=2, burst=2, clock=clock)
+    assert bucket.allow()
+    assert bucket.when("x") == 0.0
+    assert bucket.when("x") == pytest.approx(0.5)  # borrowed
+    clock.advance(0.5)
+    assert not bucket.allow()  # the refilled token is already promised
+    clock.advance(0.5)
+    assert bucket.allow()
+
+
+def test_allow_with_infinite_qps_always_allows() -> None:
+    bucket = BucketRateLimiter(qps=math.inf, burst=1, clock=FakeClock())
+    assert all(bucket.allow() for _ in range(1000))
+
+
 @pytest.mark.parametrize(("qps", "burst"), [(0.0, 1), (-1.0, 1), (1.0, 0)])
 def test_bucket_rejects_settings_that_cannot_grant_a_token(qps: float, burst: int) -> None:
     with pytest.raises(ValueError, match="must be"):

@@ -7,7 +7,7 @@ is blocked" with ``anyio.wait_all_tasks_blocked`` rather than by sleeping.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import anyio
@@ -298,6 +298,70 @@ async def test_a_sooner_delayed_item_shortens_a_getters_sleep() -> None:
             await anyio.wait_all_tasks_blocked()
             queue.add_after("near", 0.02)
     assert received == ["near"]
+
+
+# -- the waiting loop (invariant 7) --------------------------------------------------------
+
+
+async def wait_for(check: Callable[[], bool]) -> None:
+    """Poll ``check`` until true; it must not call ``len``/``get``, which promote too."""
+    with anyio.fail_after(DEADLINE):
+        while not check():
+            await anyio.sleep(0.002)
+
+
+async def test_run_adds_a_due_item_while_nobody_calls_get_or_len() -> None:
+    # Real clock: the runner sleeps on anyio's clock until the ready time.
+    metrics = RecordingMetrics()
+    queue: RateLimitingQueue[str] = RateLimitingQueue(FixedLimiter(0.0), metrics=metrics)
+    queue.add("busy")
+    assert await get(queue) == "busy"  # every worker (here: the only one) is busy
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queue.run)
+        start = anyio.current_time()
+        queue.add_after("a", 0.05)
+        await wait_for(lambda: ("add", "a") in metrics.events)
+        assert anyio.current_time() - start >= 0.05
+        tg.cancel_scope.cancel()
+    # Now dirty and queued: the depth a metrics scrape would see is 1.
+    assert metrics.count("add") - metrics.count("get") == 1
+    assert len(queue) == 1
+
+
+async def test_run_wakes_early_for_a_sooner_item() -> None:
+    metrics = RecordingMetrics()
+    queue: RateLimitingQueue[str] = RateLimitingQueue(FixedLimiter(0.0), metrics=metrics)
+    queue.add_after("far", 3600)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queue.run)
+        await settle()  # the runner sleeps until "far" is due
+        queue.add_after("near", 0.02)
+        await wait_for(lambda: ("add", "near") in metrics.events)
+        tg.cancel_scope.cancel()
+    assert ("add", "far") not in metrics.events
+
+
+async def test_run_returns_once_the_queue_shuts_down() -> None:
+    queue = make_queue()
+    queue.add_after("a", 3600)
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(queue.run)
+            await settle()
+            queue.shut_down()
+    assert len(queue) == 0
+
+
+async def test_run_on_a_queue_already_shut_down_returns_at_once() -> None:
+    queue = make_queue()
+    queue.shut_down()
+    with anyio.fail_after(DEADLINE):
+        await queue.run()
+
+
+async def settle() -> None:
+    with anyio.fail_after(DEADLINE):
+        await anyio.wait_all_tasks_blocked()
 
 
 # -- rate-limited adds --------------------------------------------------------------------
