@@ -29,7 +29,7 @@ from reconciler.handler import Mapper, enqueue_for_object, enqueue_for_owner
 from reconciler.informer import Informer, InformerOptions, strip_managed_fields
 from reconciler.leaderelection import LeaderElectionConfig, LeaderElector, LeadershipLost
 from reconciler.logging import configure as configure_logging
-from reconciler.manager import Manager, ManagerOptions
+from reconciler.manager import Manager, ManagerOptions, Runnable
 from reconciler.metrics import Metrics
 from reconciler.predicate import (
     Funcs,
@@ -43,6 +43,7 @@ from reconciler.predicate import (
     or_,
     resource_version_changed,
 )
+from reconciler.probes import HealthCheck, ListenError
 from reconciler.ratelimit import (
     BucketRateLimiter,
     ItemExponentialFailureRateLimiter,
@@ -70,6 +71,7 @@ __all__ = [
     "Forbidden",
     "Funcs",
     "Gone",
+    "HealthCheck",
     "Informer",
     "InformerCache",
     "InformerOptions",
@@ -79,6 +81,7 @@ __all__ = [
     "LeaderElectionConfig",
     "LeaderElector",
     "LeadershipLost",
+    "ListenError",
     "Manager",
     "ManagerOptions",
     "Mapper",
@@ -94,6 +97,7 @@ __all__ = [
     "Request",
     "ResourceType",
     "Result",
+    "Runnable",
     "ServerError",
     "TerminalError",
     "TooManyRequests",

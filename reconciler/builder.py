@@ -1,17 +1,20 @@
-"""Fluent wiring of a controller into a manager (controller-runtime's builder)."""
+"""Fluent wiring of a controller into a manager (controller-runtime's builder).
+
+``Builder(mgr).for_(T).complete(reconciler)`` is controller-runtime's
+``builder.ControllerManagedBy(mgr).For(&T{}).Complete(r)``. As there, the builder depends
+on the manager and never the reverse: the manager runs controllers, it does not build
+them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from reconciler.controller import Controller, ControllerOptions, Reconciler
 from reconciler.handler import Mapper, enqueue_for_object, enqueue_for_owner
+from reconciler.manager import Manager
 from reconciler.predicate import Predicate
 from reconciler.resource import ResourceType
-
-if TYPE_CHECKING:
-    from reconciler.manager import Manager
 
 
 class BuilderError(Exception):

@@ -1,22 +1,25 @@
-"""HTTP server for the kubelet's probes (``/healthz``, ``/readyz``) and for ``/metrics``.
+"""The manager's two HTTP servers: health probes (``/healthz``, ``/readyz``) and metrics.
 
-Responses follow controller-runtime's ``pkg/healthz``: 200 ``ok`` when every check
-passes; otherwise 500 with one line per check (``[+]name ok`` /
-``[-]name failed: reason withheld`` — the endpoint is unauthenticated, so reasons
-stay in the log) and a summary line. ``?verbose`` lists the checks on success too;
-``?exclude=name`` skips a check. ``/healthz/<name>`` and ``/readyz/<name>`` run one check
-and do give its reason. With no checks registered an endpoint reports a ``ping`` check.
+:class:`HealthProbeServer` answers the kubelet as controller-runtime's ``pkg/healthz``
+handler does: 200 ``ok`` when every check passes; otherwise 500 with one line per check,
+sorted by name (``[+]name ok``, ``[+]name excluded: ok``, ``[-]name failed: reason
+withheld`` — the endpoint is unauthenticated, so reasons stay in the log) and a summary
+line, which controller-runtime words ``healthz check passed``/``failed`` on both
+endpoints. ``?verbose`` lists the checks on success too; ``?exclude=name`` (repeatable)
+skips a check, and unknown names are reported in a ``warn:`` line. ``/healthz/<name>`` and
+``/readyz/<name>`` run one check and do give its reason. With no checks registered, an
+endpoint reports one ``ping`` check that always passes.
+
+:class:`MetricsServer` serves one Prometheus registry on ``/metrics``.
 
 Bind addresses use controller-runtime's syntax: ``":8080"`` listens on all interfaces,
-``"127.0.0.1:0"`` on an ephemeral port (reported by :meth:`ProbeServer.run`), and
-``"0"`` or ``""`` disable the server. Serving probes and metrics on different ports is
-two servers: one with ``probes=True`` and no registry, one with a registry and
-``probes=False``.
+``"127.0.0.1:0"`` on an ephemeral port (reported by ``run()``), and ``"0"`` or ``""``
+disable the server. Each server logs ``serving`` with the port it bound and the paths it
+serves (tests read the ports back from that line: ``reconciler.envtest.oplog``).
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -29,16 +32,23 @@ from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-__all__ = ["CHECK_TIMEOUT", "HealthCheck", "ListenError", "ProbeServer", "parse_bind_address"]
+__all__ = [
+    "CHECK_TIMEOUT",
+    "HealthCheck",
+    "HealthProbeServer",
+    "ListenError",
+    "MetricsServer",
+    "parse_bind_address",
+]
 
-HealthCheck = Callable[[], str | Awaitable[str | None] | None]
-"""Returns (or resolves to) ``None`` when healthy; an error string or an exception if not."""
+HealthCheck = Callable[[], Awaitable[None]]
+"""An ``async def check() -> None`` that returns when healthy and raises when not."""
 
 log = structlog.get_logger("reconciler.probes")
 
 CHECK_TIMEOUT = 5.0
-"""An async check still running after this many seconds fails (kubelet gives up sooner)."""
-# In-flight requests get this long to finish when the server stops.
+"""A check still running after this many seconds fails (kubelet gives up sooner)."""
+# In-flight requests get this long to finish when a server stops.
 _SHUTDOWN_TIMEOUT = 5.0
 _TEXT_HEADERS = {"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"}
 
@@ -68,38 +78,17 @@ class ListenError(Exception):
         super().__init__(f"cannot listen on {bind_address} for {serves}: {reason}")
 
 
-class ProbeServer:
-    """Serves health and readiness checks and/or Prometheus metrics on one address."""
+class _Server:
+    """Listening, serving and stopping, shared by the two servers; subclasses add routes."""
 
-    def __init__(
-        self,
-        bind_address: str,
-        registry: CollectorRegistry | None = None,
-        *,
-        probes: bool = True,
-    ) -> None:
-        if not probes and registry is None:
-            raise ValueError("nothing to serve: pass a registry, or probes=True")
+    serves: str
+    """What the server is for, in words (it names the server in a :class:`ListenError`)."""
+
+    def __init__(self, bind_address: str) -> None:
         self._bind_address = bind_address
         self._address = parse_bind_address(bind_address)
-        self._registry = registry
-        self._probes = probes
-        self._checks: dict[_Kind, dict[str, HealthCheck]] = {"healthz": {}, "readyz": {}}
         self._port: int | None = None
         self._app = web.Application()
-        if probes:
-            for kind in ("healthz", "readyz"):
-                self._mount_probe(kind)
-        if registry is not None:
-            self._app.router.add_get("/metrics", self._metrics)
-
-    @property
-    def serves(self) -> str:
-        """What this server is for, in words: "health probes", "metrics" or both."""
-        parts = ["health probes"] if self._probes else []
-        if self._registry is not None:
-            parts.append("metrics")
-        return " and ".join(parts)
 
     @property
     def enabled(self) -> bool:
@@ -109,14 +98,6 @@ class ProbeServer:
     def port(self) -> int | None:
         """The port actually listened on while running (useful with port 0), else None."""
         return self._port
-
-    def add_healthz_check(self, name: str, check: HealthCheck) -> None:
-        """Liveness: failing means the process should be restarted."""
-        self._add("healthz", name, check)
-
-    def add_readyz_check(self, name: str, check: HealthCheck) -> None:
-        """Readiness: failing means the process should get no traffic yet."""
-        self._add("readyz", name, check)
 
     async def run(self, *, task_status: TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Listen, report the bound port through ``task_status``, serve until cancelled.
@@ -154,15 +135,36 @@ class ProbeServer:
             with anyio.move_on_after(_SHUTDOWN_TIMEOUT + 1, shield=True):
                 await runner.cleanup()
 
-    # -- handlers -----------------------------------------------------------------------
+
+class HealthProbeServer(_Server):
+    """Serves liveness (``/healthz``) and readiness (``/readyz``) checks."""
+
+    serves = "health probes"
+
+    def __init__(self, bind_address: str) -> None:
+        super().__init__(bind_address)
+        self._checks: dict[_Kind, dict[str, HealthCheck]] = {"healthz": {}, "readyz": {}}
+        for kind in ("healthz", "readyz"):
+            self._mount(kind)
+
+    def add_healthz_check(self, name: str, check: HealthCheck) -> None:
+        """Liveness: failing means the process should be restarted."""
+        self._add("healthz", name, check)
+
+    def add_readyz_check(self, name: str, check: HealthCheck) -> None:
+        """Readiness: failing means the process should get no traffic yet."""
+        self._add("readyz", name, check)
+
     def _add(self, kind: _Kind, name: str, check: HealthCheck) -> None:
         if not name or "/" in name:
             raise ValueError(f"check name must be non-empty and contain no '/', got {name!r}")
+        # controller-runtime silently replaces a check of the same name; two components
+        # picking one name is a wiring bug worth hearing about.
         if name in self._checks[kind]:
             raise ValueError(f"{kind} check {name!r} already exists")
         self._checks[kind][name] = check
 
-    def _mount_probe(self, kind: _Kind) -> None:
+    def _mount(self, kind: _Kind) -> None:
         async def aggregated(request: web.Request) -> web.Response:
             return await self._aggregated(kind, request)
 
@@ -199,9 +201,9 @@ class ProbeServer:
         if not failed and not verbose:
             return web.Response(text="ok", headers=_TEXT_HEADERS)
         if excluded:
-            quoted = ", ".join(f'"{n}"' for n in sorted(excluded))
+            quoted = ",".join(f'"{n}"' for n in sorted(excluded))
             lines.append(f"warn: some health checks cannot be excluded: no matches for {quoted}")
-        lines.append(f"{kind} check {'failed' if failed else 'passed'}")
+        lines.append(f"healthz check {'failed' if failed else 'passed'}")
         return web.Response(
             status=500 if failed else 200, text="\n".join(lines) + "\n", headers=_TEXT_HEADERS
         )
@@ -218,8 +220,18 @@ class ProbeServer:
             )
         return web.Response(text="ok", headers=_TEXT_HEADERS)
 
+
+class MetricsServer(_Server):
+    """Serves one Prometheus registry on ``/metrics``."""
+
+    serves = "metrics"
+
+    def __init__(self, bind_address: str, registry: CollectorRegistry) -> None:
+        super().__init__(bind_address)
+        self._registry = registry
+        self._app.router.add_get("/metrics", self._metrics)
+
     async def _metrics(self, request: web.Request) -> web.Response:
-        assert self._registry is not None  # only mounted with a registry
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -233,19 +245,17 @@ def _listen_on_all_interfaces(port: int) -> socket.socket:
     return socket.create_server(("0.0.0.0", port))
 
 
-def _ping() -> None:
+async def _ping() -> None:
     return None
 
 
 async def _run_check(check: HealthCheck) -> str | None:
-    """The check's error, or None if it passed; a raising check fails with its message."""
+    """The check's error, or None if it passed."""
     try:
-        with anyio.fail_after(CHECK_TIMEOUT):
-            result = check()
-            if inspect.isawaitable(result):
-                result = await result
-    except TimeoutError:
-        return f"timed out after {CHECK_TIMEOUT}s"
+        with anyio.move_on_after(CHECK_TIMEOUT) as scope:
+            await check()
     except Exception as err:
         return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-    return result
+    if scope.cancelled_caught:
+        return f"timed out after {CHECK_TIMEOUT}s"
+    return None

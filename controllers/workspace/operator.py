@@ -29,6 +29,7 @@ from controllers.workspace.reconciler import (
 )
 from reconciler import (
     ApiError,
+    Builder,
     CacheSyncError,
     Client,
     ControllerOptions,
@@ -37,15 +38,14 @@ from reconciler import (
     KubeconfigError,
     LeaderElectionConfig,
     LeadershipLost,
+    ListenError,
     Manager,
     ManagerOptions,
     TransportError,
     configure_logging,
     resource_version_changed,
 )
-from reconciler.cache import CacheSyncTimeout
 from reconciler.informer import WATCH_IDLE_TIMEOUT
-from reconciler.probes import ListenError
 from reconciler.resource import CRD
 
 CONTROLLER_NAME = "workspace-status"
@@ -276,7 +276,7 @@ async def run(cfg: OperatorConfig) -> None:
             ),
         )
         (
-            mgr.builder()
+            Builder(mgr)
             .for_(WORKSPACE, resource_version_changed())
             # The CRD got status.status back (after KAITO's CRD was re-applied): write
             # every workspace's remembered state again.
@@ -299,7 +299,7 @@ async def run(cfg: OperatorConfig) -> None:
             .complete(reconciler)
         )
         (
-            mgr.builder()
+            Builder(mgr)
             .for_(CRD, resource_version_changed())
             .named(CRD_CONTROLLER_NAME)
             .complete(
@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "leader election lost; exiting so a fresh replica can take over", error=str(err)
             )
             return 1
-        if isinstance(err, CacheSyncError | CacheSyncTimeout):
+        if isinstance(err, CacheSyncError):
             log.error("caches did not sync; is the API server reachable?", error=str(err))
             return 1
         if isinstance(err, KeyboardInterrupt):

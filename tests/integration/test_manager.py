@@ -1,5 +1,6 @@
-"""The manager against a real API server: shared watches, leader election, graceful
-shutdown, readiness, and owner mapping.
+"""The manager against a real API server: shared watches, leader election, runnables
+on the leader and on every replica, graceful shutdown, readiness, cache-sync bounds, and
+owner mapping.
 
 Every wait has a deadline; negative claims ("X never reconciled Y") are checked only
 once a later event that must come after Y has been seen.
@@ -20,8 +21,10 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from reconciler.builder import Builder
+from reconciler.cache import InformerCache
 from reconciler.client import Client
-from reconciler.controller import ControllerOptions
+from reconciler.controller import Controller, ControllerOptions
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.envtest.proxy import ProxyHandle, fault_proxy
 from reconciler.informer import Informer, InformerOptions
@@ -82,6 +85,22 @@ class Recorder:
             raise
         self.finished.append(request)
         return Result()
+
+
+class Probe:
+    """A plain runnable that records its start and its cancellation."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.cancelled = False
+
+    async def __call__(self) -> None:
+        self.started = True
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            self.cancelled = True
+            raise
 
 
 def options(**overrides: Any) -> ManagerOptions:
@@ -197,8 +216,8 @@ async def test_two_controllers_of_one_type_share_one_watch(
     mgr = Manager(k8s, options())
     watch_namespace(mgr, namespace, CONFIG_MAP)
     first, second = Recorder(), Recorder()
-    mgr.builder().for_(CONFIG_MAP).named("first").complete(first)
-    mgr.builder().for_(CONFIG_MAP).named("second").complete(second)
+    Builder(mgr).for_(CONFIG_MAP).named("first").complete(first)
+    Builder(mgr).for_(CONFIG_MAP).named("second").complete(second)
     assert len(mgr.cache.informers) == 1
 
     async with running(mgr):
@@ -268,7 +287,7 @@ async def test_only_the_leader_reconciles_and_shutdown_hands_over(
         mgr = Manager(client, leader_options(namespace, identity))
         watch_namespace(mgr, namespace, CONFIG_MAP)
         recorders[identity] = Recorder()
-        mgr.builder().for_(CONFIG_MAP).complete(recorders[identity])
+        Builder(mgr).for_(CONFIG_MAP).complete(recorders[identity])
         managers[identity] = mgr
 
     async with running(*managers.values()) as runs:
@@ -317,6 +336,55 @@ async def test_only_the_leader_reconciles_and_shutdown_hands_over(
     assert await lease_holder(k8s, namespace) == ""
 
 
+async def test_leader_runnables_run_on_the_leader_and_the_others_on_every_replica(
+    k8s: Client, second: Client, namespace: str
+) -> None:
+    await create_cm(k8s, namespace, "cm")
+    managers: dict[str, Manager] = {}
+    leader_only: dict[str, Probe] = {}
+    everywhere: dict[str, Probe] = {}
+    replicated: dict[str, Recorder] = {}
+    for identity, client in (("mgr-a", k8s), ("mgr-b", second)):
+        mgr = Manager(client, leader_options(namespace, identity))
+        watch_namespace(mgr, namespace, CONFIG_MAP)
+        leader_only[identity], everywhere[identity] = Probe(), Probe()
+        mgr.add(leader_only[identity])
+        mgr.add(everywhere[identity], need_leader_election=False)
+        # A controller can run on every replica too (controller-runtime's
+        # NeedLeaderElection() == false).
+        replicated[identity] = Recorder()
+        controller = Controller("replicated", replicated[identity], metrics=mgr.metrics)
+        controller.watch(mgr.cache.informer_for(CONFIG_MAP))
+        mgr.add(controller, need_leader_election=False)
+        managers[identity] = mgr
+
+    async with running(*managers.values()) as runs:
+        await eventually(lambda: sorted(master_status(m) or 0 for m in managers.values()) == [0, 1])
+        leader_id = next(i for i, m in managers.items() if master_status(m) == 1)
+        follower_id = next(i for i in managers if i != leader_id)
+        await eventually(lambda: leader_only[leader_id].started)
+        await eventually(lambda: all(p.started for p in everywhere.values()))
+        await eventually(lambda: all(r.names() == {"cm"} for r in replicated.values()))
+
+        # Added while running: at once on the leader; on the follower only once it leads.
+        late = {identity: Probe() for identity in managers}
+        for identity, mgr in managers.items():
+            mgr.add(late[identity])
+        await eventually(lambda: late[leader_id].started)
+        assert not managers[follower_id].is_leader
+        assert not leader_only[follower_id].started
+        assert not late[follower_id].started
+
+        leader_run = next(r for r in runs if r.mgr is managers[leader_id])
+        await leader_run.stop()
+        assert leader_only[leader_id].cancelled
+        assert late[leader_id].cancelled
+        assert everywhere[leader_id].cancelled
+        await eventually(lambda: leader_only[follower_id].started and late[follower_id].started)
+        assert managers[follower_id].is_leader
+        assert not everywhere[follower_id].cancelled
+
+
 async def test_a_standby_manager_shuts_down_promptly(
     k8s: Client, second: Client, namespace: str
 ) -> None:
@@ -325,7 +393,7 @@ async def test_a_standby_manager_shuts_down_promptly(
     standby = Manager(second, leader_options(namespace, "standby", graceful_shutdown_timeout=grace))
     for mgr in (leader, standby):
         watch_namespace(mgr, namespace, CONFIG_MAP)
-        mgr.builder().for_(CONFIG_MAP).complete(Recorder())
+        Builder(mgr).for_(CONFIG_MAP).complete(Recorder())
     async with running(leader):
         await eventually(lambda: master_status(leader) == 1)
         async with running(standby) as (run,):
@@ -353,7 +421,7 @@ async def steal_lease_from_a_busy_leader(
     rec = Recorder(block)
     mgr = Manager(k8s, leader_options(namespace, "victim"))
     watch_namespace(mgr, namespace, CONFIG_MAP)
-    mgr.builder().for_(CONFIG_MAP).complete(rec)
+    Builder(mgr).for_(CONFIG_MAP).complete(rec)
     run = Running(mgr)
     async with anyio.create_task_group() as tg:
         tg.start_soon(run.run)
@@ -398,6 +466,30 @@ async def test_a_manager_with_leader_election_does_not_lead_before_it_wins(
     assert not mgr.is_leader
 
 
+# -- (c) graceful shutdown; controllers added while running --------------------------------
+
+
+async def test_a_controller_added_while_running_gets_its_informer_and_reconciles(
+    k8s: Client, namespace: str
+) -> None:
+    await create_cm(k8s, namespace, "cm")
+    await create_secret(k8s, namespace, "secret")
+    mgr = Manager(k8s, options())
+    watch_namespace(mgr, namespace, CONFIG_MAP, SECRET)
+    first = Recorder()
+    Builder(mgr).for_(CONFIG_MAP).complete(first)
+    async with running(mgr):
+        await eventually(lambda: first.names() == {"cm"})
+        # A type no informer watched yet: the running cache starts one, and the new
+        # controller waits for it before reconciling.
+        late = Recorder()
+        Builder(mgr).for_(SECRET).complete(late)
+        await eventually(lambda: late.names() == {"secret"})
+        await create_secret(k8s, namespace, "another")
+        await eventually(lambda: late.names() == {"secret", "another"})
+    assert first.names() == {"cm"}
+
+
 # -- (c) graceful shutdown ----------------------------------------------------------------
 
 
@@ -413,7 +505,7 @@ async def test_shutdown_lets_the_in_flight_reconcile_finish(k8s: Client, namespa
     rec = Recorder(hold_first)
     mgr = Manager(k8s, options(graceful_shutdown_timeout=30.0))
     watch_namespace(mgr, namespace, CONFIG_MAP)
-    mgr.builder().for_(CONFIG_MAP).complete(rec)  # one worker
+    Builder(mgr).for_(CONFIG_MAP).complete(rec)  # one worker
     run = Running(mgr)
     async with anyio.create_task_group() as tg:
         tg.start_soon(run.run)
@@ -455,7 +547,7 @@ async def test_shutdown_cancels_a_reconcile_that_outlives_the_grace_period(
     rec = Recorder(hang)
     mgr = Manager(k8s, options(graceful_shutdown_timeout=grace))
     watch_namespace(mgr, namespace, CONFIG_MAP)
-    mgr.builder().for_(CONFIG_MAP).complete(rec)
+    Builder(mgr).for_(CONFIG_MAP).complete(rec)
     await create_cm(k8s, namespace, "stuck")
     run = Running(mgr)
     async with anyio.create_task_group() as tg:
@@ -507,7 +599,7 @@ async def test_readyz_fails_until_caches_sync(
     rec = Recorder()
     mgr = Manager(proxied, options(health_probe_bind_address="127.0.0.1:0"))
     watch_namespace(mgr, namespace, CONFIG_MAP, backoff_initial=0.1, backoff_max=0.2)
-    mgr.builder().for_(CONFIG_MAP).complete(rec)
+    Builder(mgr).for_(CONFIG_MAP).complete(rec)
     proxy.cut()  # the list cannot get through
     async with running(mgr):
         await eventually(lambda: "health" in mgr.ports)
@@ -524,6 +616,35 @@ async def test_readyz_fails_until_caches_sync(
         proxy.restore()
         await eventually_async(lambda: _status_is(port, "/readyz", 200))
         assert inf.has_synced
+        await eventually(lambda: rec.names() == {"x"})
+
+
+async def test_a_controller_may_wait_longer_for_caches_than_the_default(
+    k8s: Client,
+    proxied: Client,
+    proxy: ProxyHandle,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The manager used to wait for caches for InformerCache.wait_for_sync's default
+    # (120 s) whatever the controllers allowed. That default is shrunk here so that a
+    # wait beyond it is quick; this controller allows DEADLINE.
+    fixed = 0.5
+    monkeypatch.setattr(InformerCache.wait_for_sync, "__defaults__", (fixed,))
+    await create_cm(k8s, namespace, "x")
+    rec = Recorder()
+    mgr = Manager(proxied, options())
+    watch_namespace(mgr, namespace, CONFIG_MAP, backoff_initial=0.1, backoff_max=0.2)
+    Builder(mgr).for_(CONFIG_MAP).with_options(
+        ControllerOptions(cache_sync_timeout=DEADLINE)
+    ).complete(rec)
+    proxy.cut()
+    started = time.monotonic()
+    async with running(mgr) as (run,):
+        inf = only_informer(mgr)
+        await eventually(lambda: time.monotonic() - started > 2 * fixed and inf.stats.errors >= 2)
+        assert not run.returned.is_set()
+        proxy.restore()
         await eventually(lambda: rec.names() == {"x"})
 
 
@@ -563,7 +684,7 @@ async def test_owned_object_changes_enqueue_the_controller_owner(
     rec = Recorder()
     mgr = Manager(k8s, options())
     watch_namespace(mgr, namespace, CONFIG_MAP, SECRET)
-    mgr.builder().for_(CONFIG_MAP).owns(SECRET).complete(rec)
+    Builder(mgr).for_(CONFIG_MAP).owns(SECRET).complete(rec)
     async with running(mgr):
         await eventually(lambda: rec.names() == {"parent", "bystander"})
         await eventually(lambda: mgr.cache.get(SECRET, "child", namespace) is not None)
@@ -601,7 +722,7 @@ async def test_controller_options_reach_the_running_controller(k8s: Client, name
     rec = Recorder(hold)
     mgr = Manager(k8s, options())
     watch_namespace(mgr, namespace, CONFIG_MAP)
-    mgr.builder().for_(CONFIG_MAP).with_options(
+    Builder(mgr).for_(CONFIG_MAP).with_options(
         ControllerOptions(max_concurrent_reconciles=3)
     ).complete(rec)
     for i in range(5):

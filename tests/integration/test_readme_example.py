@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio
 
-from reconciler import Client, InformerOptions, Manager, ManagerOptions, Request, Result
+from reconciler import Builder, Client, InformerOptions, Manager, ManagerOptions, Request, Result
 from reconciler.resource import CONFIG_MAP
 
 README = Path(__file__).parents[2] / "README.md"
@@ -53,7 +53,7 @@ async def main(kubeconfig: str, namespace: str, started: Callable[[Manager], Non
             ),
         )
         mgr.cache.configure(CONFIG_MAP, InformerOptions(namespace=namespace))
-        mgr.builder().for_(CONFIG_MAP).complete(LabelCounter(mgr))
+        Builder(mgr).for_(CONFIG_MAP).complete(LabelCounter(mgr))
         started(mgr)
         await mgr.run()  # until SIGTERM/SIGINT or mgr.shutdown()
 
@@ -65,17 +65,21 @@ def readme_example() -> str:
     return match.group(1)
 
 
+BUILDER_LINE = "Builder(mgr).for_(CONFIG_MAP).complete(LabelCounter(mgr))"
+
+
 def test_the_example_here_is_the_one_in_the_readme() -> None:
     example = readme_example()
     assert inspect.getsource(LabelCounter) in example
     for line in (
         "async with await Client.from_config(kubeconfig) as client:",
         "mgr.cache.configure(CONFIG_MAP, InformerOptions(namespace=namespace))",
-        "mgr.builder().for_(CONFIG_MAP).complete(LabelCounter(mgr))",
         "await mgr.run()  # until SIGTERM/SIGINT or mgr.shutdown()",
     ):
         assert line in example
         assert line in inspect.getsource(main)
+    assert BUILDER_LINE in inspect.getsource(main)
+    assert BUILDER_LINE in example
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:

@@ -7,14 +7,19 @@ objects each watch let through and what they were mapped to.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import anyio
 import pytest
 
+import reconciler.builder
+import reconciler.manager
 from reconciler._kubeconfig import Configuration
-from reconciler.builder import BuilderError
+from reconciler.builder import Builder, BuilderError
 from reconciler.client import Client
 from reconciler.controller import Controller, ControllerOptions
 from reconciler.manager import Manager, ManagerOptions
@@ -76,32 +81,32 @@ def has_keep_label(o: Obj) -> bool:
 
 
 async def test_for_may_be_called_once(mgr: Manager) -> None:
-    b = mgr.builder().for_(CONFIG_MAP)
+    b = Builder(mgr).for_(CONFIG_MAP)
     with pytest.raises(BuilderError, match="only be called once"):
         b.for_(SECRET)
 
 
 async def test_owns_needs_for_first(mgr: Manager) -> None:
     with pytest.raises(BuilderError, match="for_"):
-        mgr.builder().owns(SECRET)
+        Builder(mgr).owns(SECRET)
 
 
 async def test_a_controller_without_watches_is_rejected(mgr: Manager) -> None:
     with pytest.raises(BuilderError, match="no watches"):
-        mgr.builder().named("idle").complete(Noop())
+        Builder(mgr).named("idle").complete(Noop())
     assert mgr.controllers == []
 
 
 async def test_watches_without_for_needs_a_name(mgr: Manager) -> None:
     with pytest.raises(BuilderError, match="named"):
-        mgr.builder().watches(POD, lambda o: []).complete(Noop())
-    c = mgr.builder().watches(POD, lambda o: []).named("pods").complete(Noop())
+        Builder(mgr).watches(POD, lambda o: []).complete(Noop())
+    c = Builder(mgr).watches(POD, lambda o: []).named("pods").complete(Noop())
     assert c.name == "pods"
 
 
 async def test_name_defaults_to_the_lowercase_kind(mgr: Manager) -> None:
-    assert mgr.builder().for_(CONFIG_MAP).complete(Noop()).name == "configmap"
-    assert mgr.builder().for_(CONFIG_MAP).named("other").complete(Noop()).name == "other"
+    assert Builder(mgr).for_(CONFIG_MAP).complete(Noop()).name == "configmap"
+    assert Builder(mgr).for_(CONFIG_MAP).named("other").complete(Noop()).name == "other"
 
 
 async def test_complete_registers_the_controller_with_options_and_manager_metrics(
@@ -109,7 +114,7 @@ async def test_complete_registers_the_controller_with_options_and_manager_metric
 ) -> None:
     options = ControllerOptions(max_concurrent_reconciles=4)
     reconciler = Noop()
-    c = mgr.builder().for_(CONFIG_MAP).with_options(options).complete(reconciler)
+    c = Builder(mgr).for_(CONFIG_MAP).with_options(options).complete(reconciler)
     assert mgr.controllers == [c]
     assert c.options is options
     assert c.reconciler is reconciler
@@ -122,17 +127,17 @@ async def test_complete_registers_the_controller_with_options_and_manager_metric
 
 
 async def test_duplicate_controller_names_are_rejected(mgr: Manager) -> None:
-    mgr.builder().for_(CONFIG_MAP).complete(Noop())
+    Builder(mgr).for_(CONFIG_MAP).complete(Noop())
     with pytest.raises((ValueError, BuilderError), match="already used"):
-        mgr.builder().for_(SECRET).named("configmap").complete(Noop())
+        Builder(mgr).for_(SECRET).named("configmap").complete(Noop())
     assert [c.name for c in mgr.controllers] == ["configmap"]
 
 
 async def test_a_rejected_duplicate_leaves_no_trace(mgr: Manager) -> None:
     seed(mgr, CONFIG_MAP, obj("ConfigMap", "a"))
-    first = mgr.builder().for_(CONFIG_MAP).named("dup").complete(Noop())
+    first = Builder(mgr).for_(CONFIG_MAP).named("dup").complete(Noop())
     with pytest.raises((ValueError, BuilderError), match="already used"):
-        mgr.builder().for_(CONFIG_MAP).named("dup").with_options(
+        Builder(mgr).for_(CONFIG_MAP).named("dup").with_options(
             ControllerOptions(max_concurrent_reconciles=7)
         ).complete(Noop())
     labels = {"name": "dup", "controller": "dup"}
@@ -150,9 +155,9 @@ async def test_a_rejected_duplicate_leaves_no_trace(mgr: Manager) -> None:
 
 
 async def test_controllers_of_one_type_share_one_informer(mgr: Manager) -> None:
-    mgr.builder().for_(CONFIG_MAP).named("one").complete(Noop())
-    mgr.builder().for_(CONFIG_MAP).named("two").complete(Noop())
-    mgr.builder().for_(SECRET).owns(CONFIG_MAP).named("three").complete(Noop())
+    Builder(mgr).for_(CONFIG_MAP).named("one").complete(Noop())
+    Builder(mgr).for_(CONFIG_MAP).named("two").complete(Noop())
+    Builder(mgr).for_(SECRET).owns(CONFIG_MAP).named("three").complete(Noop())
     assert sorted(i.resource.kind for i in mgr.cache.informers) == ["ConfigMap", "Secret"]
 
 
@@ -170,7 +175,7 @@ async def test_event_filter_applies_to_for_owns_and_watches(mgr: Manager) -> Non
         return [Request(NS, "from-" + o["metadata"]["name"])]
 
     c = (
-        mgr.builder()
+        Builder(mgr)
         .for_(CONFIG_MAP)
         .owns(SECRET)
         .watches(POD, pod_mapper)
@@ -194,7 +199,7 @@ async def test_event_filter_and_per_watch_predicates_must_both_agree(mgr: Manage
     )
     not_b = new_predicate(lambda o: o["metadata"]["name"] != "b")
     c = (
-        mgr.builder()
+        Builder(mgr)
         .with_event_filter(new_predicate(has_keep_label))  # order does not matter
         .for_(CONFIG_MAP, not_b)
         .complete(Noop())
@@ -209,9 +214,9 @@ async def test_owns_maps_to_the_controller_owner_unless_told_otherwise(mgr: Mana
         obj("Secret", "controlled", owner="boss", controller=True),
         obj("Secret", "merely-owned", owner="bystander", controller=False),
     )
-    strict = mgr.builder().for_(CONFIG_MAP).owns(SECRET).named("strict").complete(Noop())
+    strict = Builder(mgr).for_(CONFIG_MAP).owns(SECRET).named("strict").complete(Noop())
     loose = (
-        mgr.builder()
+        Builder(mgr)
         .for_(CONFIG_MAP)
         .owns(SECRET, only_controller=False)
         .named("loose")
@@ -219,3 +224,19 @@ async def test_owns_maps_to_the_controller_owner_unless_told_otherwise(mgr: Mana
     )
     assert await queued(strict) == {Request(NS, "boss")}
     assert await queued(loose) == {Request(NS, "boss"), Request(NS, "bystander")}
+
+
+# -- dependencies -------------------------------------------------------------------------
+
+
+def imported_modules(module: ModuleType) -> set[str]:
+    assert module.__file__ is not None
+    tree = ast.parse(Path(module.__file__).read_text())
+    found = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    return found | {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+
+def test_the_builder_depends_on_the_manager_and_not_the_reverse() -> None:
+    # As controller-runtime's pkg/builder and pkg/manager: one direction, no cycle.
+    assert "reconciler.manager" in imported_modules(reconciler.builder)
+    assert "reconciler.builder" not in imported_modules(reconciler.manager)
