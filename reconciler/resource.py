@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 from urllib.parse import quote
+
+Obj: TypeAlias = dict[str, Any]
+"""A Kubernetes object as the API server sends it: parsed JSON. Defined once, here."""
 
 
 @dataclass(frozen=True, slots=True)
