@@ -1,8 +1,11 @@
-"""The informer against a real API server: sync, server-ended watches, 410, silence, restarts."""
+"""The informer against a real API server: sync, server-ended watches, bookmarks, 410,
+silence, restarts, and where its lists are served from."""
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +16,34 @@ from reconciler.client import Client
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.envtest.proxy import ProxyHandle, fault_proxy
 from reconciler.informer import Informer, InformerOptions
-from reconciler.resource import CONFIG_MAP
+from reconciler.resource import CONFIG_MAP, SECRET, ResourceType
 
 Obj = dict[str, Any]
+
+
+class WatchRecordingClient(Client):
+    """A real client that notes the resourceVersion every watch starts from."""
+
+    watched: list[str | None]
+
+    def watch(  # type: ignore[override]
+        self, rt: ResourceType, namespace: str | None = None, **kwargs: Any
+    ) -> AbstractAsyncContextManager[Any]:
+        self.watched = [*getattr(self, "watched", []), kwargs.get("resource_version")]
+        return super().watch(rt, namespace, **kwargs)
+
+
+def apiserver_metric(plane: ControlPlane, name: str, **labels: str) -> float:
+    """The sum of a kube-apiserver metric over the series matching ``labels``."""
+    with urllib.request.urlopen(
+        f"{plane.server}/metrics", context=plane.admin_ssl_context(), timeout=10
+    ) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 class Recorder:
@@ -111,6 +139,80 @@ async def test_survives_watches_the_server_ends(k8s: Client, namespace: str) -> 
     assert inf.stats.relists_on_gone == 0
 
 
+async def secret(k8s: Client, ns: str, name: str) -> Obj:
+    return await k8s.create(SECRET, {"metadata": {"name": name, "namespace": ns}})
+
+
+# The session's API server keeps no watch cache for ConfigMaps (pyproject.toml's
+# envtest_apiserver_args), so that compaction gives real 410s above. The tests below need
+# the watch cache, which every other type has by default: they use Secrets.
+
+
+async def test_resumes_at_the_version_of_a_bookmark(
+    kubeconfig: Path, k8s: Client, namespace: str
+) -> None:
+    """The watch cache sends a bookmark 2 s before a watch's deadline, at its own latest
+    version; a write elsewhere moves that past anything this namespace has seen, so only
+    the bookmark can carry the informer there."""
+    client = await WatchRecordingClient.from_config(str(kubeconfig))
+    assert isinstance(client, WatchRecordingClient)
+    inf = Informer(client, SECRET, InformerOptions(namespace=namespace, min_watch_timeout=4))
+    elsewhere = f"bookmark-{namespace}"
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(inf.run)
+            with anyio.fail_after(10):
+                await inf.wait_synced()
+            other = await secret(k8s, "default", elsewhere)
+            moved = int(other["metadata"]["resourceVersion"])
+            await eventually(lambda: int(inf.resource_version) >= moved, timeout=30)
+            await eventually(lambda: int(client.watched[-1] or 0) >= moved, timeout=30)
+            tg.cancel_scope.cancel()
+    finally:
+        await client.close()
+        await k8s.delete(SECRET, elsewhere, "default")
+    assert len(inf.store) == 0, "nothing happened in this namespace"
+    assert inf.stats.lists == 1
+    assert inf.stats.relists_on_gone == 0
+
+
+async def test_lists_are_consistent_reads_served_from_the_watch_cache(
+    k8s: Client, namespace: str, control_plane: ControlPlane | None
+) -> None:
+    """Why lists carry no resourceVersion (reconciler/informer.py): from kube-apiserver
+    1.34 a consistent list is answered from the watch cache, pages included; etcd sees one
+    small read of its current revision."""
+    if control_plane is None:
+        pytest.skip("reads the local API server's metrics")
+    count, page = 30, 10
+    for i in range(count):
+        await secret(k8s, namespace, f"s{i}")
+
+    def metrics() -> tuple[float, float, float]:
+        def metric(name: str, **labels: str) -> float:
+            return apiserver_metric(control_plane, name, resource="secrets", **labels)
+
+        return (
+            metric("apiserver_watch_cache_consistent_read_total", success="true", fallback="false"),
+            metric("apiserver_storage_list_total"),
+            metric("apiserver_storage_list_fetched_objects_total"),
+        )
+
+    before = await anyio.to_thread.run_sync(metrics)
+    inf = Informer(k8s, SECRET, InformerOptions(namespace=namespace, page_size=page))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)
+        with anyio.fail_after(10):
+            await inf.wait_synced()
+        tg.cancel_scope.cancel()
+    after = await anyio.to_thread.run_sync(metrics)
+    consistent, etcd_lists, etcd_objects = (a - b for a, b in zip(after, before, strict=True))
+    assert len(inf.store) == count
+    assert consistent >= 1, "the list was not a consistent read"
+    assert etcd_lists <= 1, f"{etcd_lists} lists reached etcd for {count // page} pages"
+    assert etcd_objects < count
+
+
 async def test_relists_on_410_and_converges(
     k8s: Client, namespace: str, control_plane: ControlPlane, proxy: ProxyHandle, proxied: Client
 ) -> None:
@@ -126,6 +228,10 @@ async def test_relists_on_410_and_converges(
         tg.start_soon(inf.run)
         with anyio.fail_after(10):
             await inf.wait_synced()
+        # The watch delivers an event before the cut, so its breaking is a broken stream
+        # to resume, not a very short watch (which would back off and relist at once).
+        await cm(k8s, namespace, "streaming")
+        await eventually(lambda: "streaming" in names(inf))
         proxy.cut()
         await k8s.delete(CONFIG_MAP, "doomed", namespace)
         for i in range(5):
@@ -134,10 +240,12 @@ async def test_relists_on_410_and_converges(
         control_plane.compact_etcd()
         proxy.restore()
         await eventually(lambda: inf.stats.relists_on_gone >= 1)
-        want = {"keep", *(f"new{i}" for i in range(5))}
+        want = {"keep", "streaming", *(f"new{i}" for i in range(5))}
         await eventually(lambda: names(inf) == want)
         tg.cancel_scope.cancel()
     assert inf.store.get(f"{namespace}/keep")["data"] == {"k": "changed"}  # type: ignore[index]
+    # The broken stream and the refused reconnects resumed the watch; only the 410 relisted.
+    assert inf.stats.lists == 2
 
 
 async def test_watchdog_reconnects_a_silent_stream(
