@@ -34,12 +34,13 @@ import copy
 import random
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from typing import Any
 
 import anyio
 
-from reconciler.client import Client, Obj, PatchType
+from reconciler.client import Client, PatchType
 from reconciler.errors import Conflict, NotFound
-from reconciler.resource import ResourceType
+from reconciler.resource import Obj, ResourceType
 
 # client-go util/retry.DefaultRetry: Steps 5, Duration 10 ms, Factor 1.0, Jitter 0.1.
 DEFAULT_CONFLICT_ATTEMPTS = 5
@@ -547,7 +548,7 @@ def _merge_patch(before: Obj, after: Obj) -> Obj:
     lists whole. Empty when they are equal. Neither argument is modified."""
     patch: Obj = {}
     for key, value in after.items():
-        if key in before and before[key] == value:
+        if key in before and _json_equal(before[key], value):
             continue
         old = before.get(key)
         if isinstance(old, dict) and isinstance(value, dict):
@@ -557,6 +558,18 @@ def _merge_patch(before: Obj, after: Obj) -> Obj:
     for key in before.keys() - after.keys():
         patch[key] = None
     return patch
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """Equality as JSON sees it: Python's ``True == 1`` is not (numbers compare by
+    value, so 1 and 1.0 are equal)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _patch_result(object_updated: bool, status_updated: bool) -> OperationResult:

@@ -482,3 +482,14 @@ async def test_unchanged_sends_nothing() -> None:
         assert result is OperationResult.UNCHANGED
         assert out["metadata"]["resourceVersion"] == "1"
         assert fake.writes == []
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [({"a": True}, {"a": 1}), ({"a": [0]}, {"a": [False]}), ({"a": {"b": 1}}, {"a": {"b": True}})],
+)
+def test_merge_patch_tells_json_types_apart(before: Obj, after: Obj) -> None:
+    # Python says True == 1; JSON does not, and neither does the server.
+    patch = _merge_patch(before, after)
+    assert apply_merge_patch(before, patch) == after
+    assert patch != {}
