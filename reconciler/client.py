@@ -11,7 +11,6 @@ every request has a connect and a read timeout.
 
 from __future__ import annotations
 
-import builtins
 import time
 import urllib.parse
 import urllib.request
@@ -19,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import aiohttp
 import anyio
@@ -34,9 +33,12 @@ from reconciler._kubeconfig import (
     load_kube_config,
 )
 from reconciler.errors import TransportError, error_from_status
-from reconciler.resource import ResourceType
+from reconciler.resource import Obj, ResourceType
 
-Obj = dict[str, Any]
+# Inside ``Client`` the name ``list`` is the verb, so its annotations cannot spell the
+# builtin; these module-level aliases name the list types for them.
+_Objs: TypeAlias = list[Obj]
+_Query: TypeAlias = list[tuple[str, str]]
 
 # Ordinary requests: the API server's own request timeout is 60 s.
 DEFAULT_REQUEST_TIMEOUT = 30.0
@@ -170,14 +172,14 @@ class Client:
         field_selector: str | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         transform: Callable[[Obj], Obj] | None = None,
-    ) -> tuple[builtins.list[Obj], str]:
+    ) -> tuple[_Objs, str]:
         """Every item, paginated; returns the items and the list's resourceVersion.
 
         ``transform`` is applied to each page as it arrives, so a projection keeps the
         peak at one page of full objects rather than the whole listing. Items get the
         list's ``kind`` and ``apiVersion``, which the API server leaves out of them.
         """
-        items: builtins.list[Obj] = []
+        items: _Objs = []
         token: str | None = None
         while True:
             page = await self.list(
@@ -232,7 +234,7 @@ class Client:
         self,
         rt: ResourceType,
         name: str,
-        patch: Obj | builtins.list[Obj],
+        patch: Obj | _Objs,
         *,
         namespace: str | None = None,
         patch_type: PatchType = PatchType.MERGE,
@@ -261,7 +263,7 @@ class Client:
         self,
         rt: ResourceType,
         name: str,
-        patch: Obj | builtins.list[Obj],
+        patch: Obj | _Objs,
         *,
         namespace: str | None = None,
         patch_type: PatchType = PatchType.MERGE,
@@ -359,8 +361,8 @@ class Client:
         method: str,
         path: str,
         *,
-        body: Obj | builtins.list[Obj] | None = None,
-        query: builtins.list[tuple[str, str]] | None = None,
+        body: Obj | _Objs | None = None,
+        query: _Query | None = None,
         content_type: str = "application/json",
     ) -> Obj:
         timeout = aiohttp.ClientTimeout(
@@ -389,7 +391,7 @@ class Client:
         method: str,
         path: str,
         *,
-        query: builtins.list[tuple[str, str]] | None = None,
+        query: _Query | None = None,
         data: bytes | None = None,
         content_type: str = "application/json",
         timeout: aiohttp.ClientTimeout,
@@ -465,8 +467,8 @@ def _env_proxy(url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme) or None
 
 
-def _query(**params: object) -> builtins.list[tuple[str, str]]:
-    out: builtins.list[tuple[str, str]] = []
+def _query(**params: object) -> _Query:
+    out: _Query = []
     for key, value in params.items():
         if value is None:
             continue

@@ -32,14 +32,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import anyio
 import structlog
 
 from reconciler.errors import ApiError, NotFound, TransportError
 from reconciler.ratelimit import BucketRateLimiter
-from reconciler.resource import CORE_EVENT, ResourceType
+from reconciler.resource import CORE_EVENT, Obj, ResourceType
 
 __all__ = [
     "AGGREGATION_WINDOW",
@@ -52,7 +52,6 @@ __all__ = [
     "EventType",
 ]
 
-Obj = dict[str, Any]
 EventType = Literal["Normal", "Warning"]
 
 log = structlog.get_logger("reconciler.events")

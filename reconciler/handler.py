@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 from reconciler.predicate import Predicate
 from reconciler.request import Request
-from reconciler.resource import ResourceType
+from reconciler.resource import Obj, ResourceType
 from reconciler.workqueue import RateLimitingQueue
 
-Obj = dict[str, Any]
 Mapper = Callable[[Obj], Iterable[Request]]
 
 

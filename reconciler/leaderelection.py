@@ -27,13 +27,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 import structlog
 
 from reconciler.errors import ApiError, Conflict, NotFound, TransportError
-from reconciler.resource import LEASE, ResourceType
+from reconciler.resource import LEASE, Obj, ResourceType
 
 __all__ = [
     "DEFAULT_LEASE_DURATION",
@@ -46,7 +46,6 @@ __all__ = [
     "default_identity",
 ]
 
-Obj = dict[str, Any]
 
 log = structlog.get_logger("reconciler.leaderelection")
 

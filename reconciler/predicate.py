@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-Obj = dict[str, Any]
+from reconciler.resource import Obj
 
 
 class Predicate(Protocol):

@@ -45,8 +45,8 @@ from typing import Any, Final
 
 from controllers.workspace.fsm import WorkspaceState
 from controllers.workspace.record import RECORD_CONDITION
+from reconciler.resource import Obj
 
-Obj = dict[str, Any]
 Op = dict[str, Any]
 
 CRD_NAME: Final = "workspaces.kaito.sh"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import pytest
@@ -12,9 +11,8 @@ import pytest
 from reconciler.client import Client
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.events import SPAM_BURST, EventRecorder
-from reconciler.resource import CONFIG_MAP, CORE_EVENT
+from reconciler.resource import CONFIG_MAP, CORE_EVENT, Obj
 
-Obj = dict[str, Any]
 DEADLINE = 15.0
 
 

@@ -6,7 +6,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -20,9 +19,8 @@ from reconciler.leaderelection import (
     LeaderElector,
     LeadershipLost,
 )
-from reconciler.resource import LEASE
+from reconciler.resource import LEASE, Obj
 
-Obj = dict[str, Any]
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 LEASE_DURATION = 3.0
 RENEW_DEADLINE = 2.0

@@ -7,7 +7,6 @@ tests/integration/test_events.py.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -16,9 +15,8 @@ from structlog.testing import capture_logs
 
 from reconciler.errors import Forbidden, NotFound
 from reconciler.events import MAX_MESSAGE_BYTES, SPAM_BURST, SPAM_REFILL_INTERVAL, EventRecorder
-from reconciler.resource import CORE_EVENT, ResourceType
+from reconciler.resource import CORE_EVENT, Obj, ResourceType
 
-Obj = dict[str, Any]
 DEADLINE = 5.0
 
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import pytest
 
 from reconciler.handler import EnqueueHandler, enqueue_for_object, enqueue_for_owner
 from reconciler.predicate import Funcs, generation_changed
 from reconciler.request import Request
-from reconciler.resource import ResourceType
+from reconciler.resource import Obj, ResourceType
 from reconciler.workqueue import RateLimitingQueue
-
-Obj = dict[str, Any]
 
 DEPLOYMENT = ResourceType("apps", "v1", "Deployment", "deployments")
 WORKSPACE = ResourceType("kaito.sh", "v1beta1", "Workspace", "workspaces")

@@ -63,3 +63,24 @@ def test_kubeconfig_loading_works(tmp_path: object) -> None:
         asyncio.run(main())
     """)
     assert out.strip() == "https://127.0.0.1:6443"
+
+
+def test_no_bare_package_outlives_the_framework_import() -> None:
+    # Invariant 1 of reconciler._kubeconfig: the bare packages exist only while it imports.
+    out = _run("""
+        import sys
+        import reconciler.client
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "kubernetes_asyncio"))
+    """)
+    assert out.strip() == "[]"
+
+
+def test_an_earlier_full_import_is_used_as_is() -> None:
+    # Invariant 3: with the real package already loaded, the framework shares it.
+    out = _run("""
+        import kubernetes_asyncio
+        from kubernetes_asyncio.client import Configuration
+        from reconciler import _kubeconfig
+        print(_kubeconfig.Configuration is Configuration, hasattr(kubernetes_asyncio, "client"))
+    """)
+    assert out.split() == ["True", "True"]

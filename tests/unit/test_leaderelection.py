@@ -24,9 +24,8 @@ from reconciler.leaderelection import (
     LeaderElector,
     LeadershipLost,
 )
-from reconciler.resource import LEASE, ResourceType
+from reconciler.resource import LEASE, Obj, ResourceType
 
-Obj = dict[str, Any]
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 DEADLINE = 10.0
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from reconciler.predicate import (
@@ -18,8 +16,7 @@ from reconciler.predicate import (
     or_,
     resource_version_changed,
 )
-
-Obj = dict[str, Any]
+from reconciler.resource import Obj
 
 
 def obj(
