@@ -2,8 +2,9 @@
 
 Only the informer that owns a store writes to it, and it does so from one task,
 so no locking is needed: asyncio switches tasks only at awaits, and no method
-here awaits. Stored objects are shared, not copied — readers must treat them
-as read-only (this is what keeps a cached object at a few KiB).
+here awaits. Stored objects are shared, not copied: the store hands out the
+objects it holds, and whoever reads them must not change them (the informer's
+handlers get them this way). ``InformerCache`` reads are copies by default.
 
 Invariant: for every indexer ``n`` and every stored key ``k``, ``k`` is in
 ``_indices[n][v]`` exactly for the values ``v`` in ``indexers[n](objects[k])``.
@@ -11,13 +12,16 @@ Invariant: for every indexer ``n`` and every stored key ``k``, ``k`` is in
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeAlias
 
-Obj = dict[str, Any]
-IndexFunc = Callable[[Obj], Iterable[str]]
-_Objs = list[Obj]
+from reconciler.resource import Obj
+
+IndexFunc: TypeAlias = Callable[[Obj], Iterable[str]]
+# Aliases for annotations inside Store, where ``list`` names the method.
+_Objs: TypeAlias = list[Obj]
+_Strs: TypeAlias = list[str]
+_Pairs: TypeAlias = list[tuple[Obj, Obj]]
 
 NAMESPACE_INDEX = "namespace"
 
@@ -29,7 +33,7 @@ def object_key(obj: Obj) -> str:
     return f"{ns}/{meta['name']}" if ns else str(meta["name"])
 
 
-def namespace_index(obj: Obj) -> builtins.list[str]:
+def namespace_index(obj: Obj) -> _Strs:
     ns = (obj.get("metadata") or {}).get("namespace")
     return [ns] if ns else []
 
@@ -60,17 +64,33 @@ class Store:
                 index.setdefault(value, set()).add(key)
         self._indices[name] = index
 
+    def has_index(self, name: str) -> bool:
+        return name in self._indexers
+
     def get(self, key: str) -> Obj | None:
         return self._objects.get(key)
 
-    def list(self) -> builtins.list[Obj]:
+    def list(self) -> _Objs:
         return list(self._objects.values())
 
-    def keys(self) -> builtins.list[str]:
+    def keys(self) -> _Strs:
         return list(self._objects)
 
-    def by_index(self, index: str, value: str) -> builtins.list[Obj]:
+    def by_index(self, index: str, value: str) -> _Objs:
+        """Objects whose ``index`` function returned ``value``; KeyError for an unknown
+        index."""
         keys = self._indices[index].get(value, ())
+        return [self._objects[k] for k in keys]
+
+    def by_indices(self, wanted: Mapping[str, str]) -> _Objs:
+        """Objects that are under ``value`` in every ``index`` of ``wanted``: the
+        intersection of the buckets, smallest first. KeyError for an unknown index."""
+        buckets = sorted(
+            (self._indices[index].get(value, set()) for index, value in wanted.items()), key=len
+        )
+        if not buckets:
+            return self.list()
+        keys = buckets[0].intersection(*buckets[1:]) if len(buckets) > 1 else buckets[0]
         return [self._objects[k] for k in keys]
 
     def upsert(self, obj: Obj) -> Obj | None:
@@ -89,11 +109,11 @@ class Store:
             self._unindex(key, old)
         return old
 
-    def replace(self, objs: Iterable[Obj]) -> tuple[_Objs, builtins.list[tuple[Obj, Obj]], _Objs]:
+    def replace(self, objs: Iterable[Obj]) -> tuple[_Objs, _Pairs, _Objs]:
         """Swap in a full listing; returns (added, updated (old, new), deleted)."""
         fresh = {object_key(o): o for o in objs}
-        added: builtins.list[Obj] = []
-        updated: builtins.list[tuple[Obj, Obj]] = []
+        added: _Objs = []
+        updated: _Pairs = []
         deleted = [self._objects[k] for k in self._objects.keys() - fresh.keys()]
         for key in self._objects.keys() - fresh.keys():
             self.delete(key)

@@ -93,7 +93,7 @@ class _StatusFieldCollector(Collector):
         # Before the first list there is nothing to say; 0 would be a false alarm.
         if not self._cache.informer_for(CRD).has_synced:
             return
-        crd = self._cache.get(CRD, CRD_NAME)
+        crd = self._cache.get_nowait(CRD, CRD_NAME, unsafe_disable_deep_copy=True)
         yield GaugeMetricFamily(
             STATUS_FIELD_METRIC,
             f"1 when the {CRD_NAME} CRD has status.status and the STATUS column in every "
@@ -122,7 +122,7 @@ class WorkspaceCrdReconciler:
     async def reconcile(self, request: Request) -> Result:
         if request.name != CRD_NAME:
             return Result()
-        crd = self._cache.get(CRD, CRD_NAME)
+        crd = await self._cache.get(CRD, CRD_NAME)
         if crd is None:
             return Result()  # deleted: the Workspace informers say so loudly enough
         report = inspect(crd, with_field=self._options.add_field)

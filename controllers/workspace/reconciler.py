@@ -49,6 +49,7 @@ from reconciler import (
     ResourceType,
     Result,
 )
+from reconciler.cache import CacheNotSynced
 
 WORKSPACE = ResourceType("kaito.sh", "v1beta1", "Workspace", "workspaces")
 FIELD_MANAGER = "workspace-status-controller"
@@ -92,8 +93,14 @@ class _StateCollector(Collector):
             "Workspaces in the cache by status.status ('' when none is written yet).",
             labels=["state"],
         )
+        try:
+            # Read-only, and every cached workspace at each scrape: no copies (10,000
+            # copies would cost ~170 ms a scrape; reconciler/cache.py measures it).
+            objs = self._cache.list_nowait(WORKSPACE, unsafe_disable_deep_copy=True)
+        except CacheNotSynced:
+            return  # before the first list, zeros would be a false statement
         counts = Counter({s.value: 0 for s in WorkspaceState} | {"": 0})
-        for obj in self._cache.list(WORKSPACE):
+        for obj in objs:
             counts[_held_state(obj, counts)] += 1
         for state, n in sorted(counts.items()):
             family.add_metric([state], n)
@@ -164,13 +171,17 @@ class WorkspaceStatusReconciler:
         API server pruned it from every write meanwhile). Also resumes restores."""
         self._field_unwritable = None
         self._pruned_at.clear()
+        try:
+            workspaces = self._cache.list_nowait(WORKSPACE)
+        except CacheNotSynced:
+            return []  # its first list reconciles every workspace anyway
         return [
             Request(obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
-            for obj in self._cache.list(WORKSPACE)
+            for obj in workspaces
         ]
 
     async def reconcile(self, request: Request) -> Result:
-        obj = self._cache.get(WORKSPACE, request.name, request.namespace)
+        obj = await self._cache.get(WORKSPACE, request.name, request.namespace)
         if obj is None:
             self._reported.pop(request, None)
             self._pruned_at.pop(request, None)

@@ -313,7 +313,7 @@ async def test_only_the_leader_reconciles_and_shutdown_hands_over(
         await create_cm(k8s, namespace, "while-a-leads")
         await eventually(lambda: recorders[leader_id].names() == {"before", "while-a-leads"})
         # The follower's informer has seen the same objects, but nothing was reconciled.
-        await eventually(lambda: len(follower.cache.list(CONFIG_MAP, namespace)) == 2)
+        await eventually(lambda: len(follower.cache.list_nowait(CONFIG_MAP, namespace)) == 2)
         assert recorders[follower_id].calls == []
 
         leader_run = next(r for r in runs if r.mgr is leader)
@@ -513,12 +513,12 @@ async def test_shutdown_lets_the_in_flight_reconcile_finish(k8s: Client, namespa
         with anyio.fail_after(DEADLINE):
             await started.wait()
         await create_cm(k8s, namespace, "queued")
-        await eventually(lambda: mgr.cache.get(CONFIG_MAP, "queued", namespace) is not None)
+        await eventually(lambda: mgr.cache.get_nowait(CONFIG_MAP, "queued", namespace) is not None)
 
         mgr.shutdown()
         # Seen by the informer after shutdown began: must not be reconciled either.
         await create_cm(k8s, namespace, "late")
-        await eventually(lambda: mgr.cache.get(CONFIG_MAP, "late", namespace) is not None)
+        await eventually(lambda: mgr.cache.get_nowait(CONFIG_MAP, "late", namespace) is not None)
         assert not run.returned.is_set()
 
         released = time.monotonic()
@@ -687,7 +687,7 @@ async def test_owned_object_changes_enqueue_the_controller_owner(
     Builder(mgr).for_(CONFIG_MAP).owns(SECRET).complete(rec)
     async with running(mgr):
         await eventually(lambda: rec.names() == {"parent", "bystander"})
-        await eventually(lambda: mgr.cache.get(SECRET, "child", namespace) is not None)
+        await eventually(lambda: mgr.cache.get_nowait(SECRET, "child", namespace) is not None)
         await eventually(lambda: len(rec.finished) == len(rec.calls))
         seen = Counter(r.name for r in rec.calls)
 

@@ -29,7 +29,7 @@ class LabelCounter:
         self.mgr = mgr
 
     async def reconcile(self, request: Request) -> Result:
-        obj = self.mgr.cache.get(CONFIG_MAP, request.name, request.namespace)
+        obj = await self.mgr.cache.get(CONFIG_MAP, request.name, request.namespace)
         if obj is None:
             return Result()  # deleted
         count = str(len(obj["metadata"].get("labels") or {}))

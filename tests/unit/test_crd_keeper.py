@@ -133,7 +133,7 @@ class Harness:
         """Until the cache holds the API's current resourceVersion."""
         with anyio.fail_after(5):
             while True:
-                cached = self.cache.get(CRD, crd.CRD_NAME)
+                cached = self.cache.get_nowait(CRD, crd.CRD_NAME)
                 rv = (cached or {}).get("metadata", {}).get("resourceVersion")
                 if rv == str(self.api.rv):
                     return
@@ -288,7 +288,7 @@ async def test_a_deleted_crd_or_another_name_is_left_alone() -> None:
         assert (await keeper.reconcile(Request("", "other.example.com"))).requeue is False
         h.api.delete()
         with anyio.fail_after(5):
-            while h.cache.get(CRD, crd.CRD_NAME) is not None:
+            while h.cache.get_nowait(CRD, crd.CRD_NAME) is not None:
                 await anyio.sleep(0.01)
         assert (await keeper.reconcile(REQUEST)).requeue is False
         assert h.api.patches == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.resource import Obj
 from reconciler.store import NAMESPACE_INDEX, Store, object_key
-
-Obj = dict[str, Any]
 
 
 def obj(
@@ -27,12 +25,12 @@ def obj(
     return {"metadata": meta}
 
 
-def by_app(o: Obj) -> builtins.list[str]:
+def by_app(o: Obj) -> list[str]:
     app = ((o.get("metadata") or {}).get("labels") or {}).get("app")
     return [app] if app else []
 
 
-def by_label_values(o: Obj) -> builtins.list[str]:
+def by_label_values(o: Obj) -> list[str]:
     # Several values per object, and deliberately a duplicate one now and then.
     labels = (o.get("metadata") or {}).get("labels") or {}
     return [*labels.values(), *labels.values()]
@@ -113,6 +111,26 @@ def test_indexer_names_are_unique() -> None:
 def test_unknown_index_is_an_error() -> None:
     with pytest.raises(KeyError):
         Store().by_index("nope", "x")
+    with pytest.raises(KeyError):
+        Store().by_indices({NAMESPACE_INDEX: "ns", "nope": "x"})
+    assert Store({"app": by_app}).has_index("app")
+    assert Store().has_index(NAMESPACE_INDEX)
+    assert not Store().has_index("nope")
+
+
+def test_by_indices_is_the_intersection_of_the_buckets() -> None:
+    store = Store({"app": by_app})
+    for o in (
+        obj("a", "x", labels={"app": "web"}),
+        obj("b", "x", labels={"app": "db"}),
+        obj("c", "y", labels={"app": "web"}),
+    ):
+        store.upsert(o)
+    assert names(store.by_indices({NAMESPACE_INDEX: "x", "app": "web"})) == {"a"}
+    assert names(store.by_indices({"app": "web"})) == {"a", "c"}
+    assert store.by_indices({NAMESPACE_INDEX: "y", "app": "db"}) == []
+    assert store.by_indices({NAMESPACE_INDEX: "z", "app": "web"}) == []
+    assert names(store.by_indices({})) == {"a", "b", "c"}
 
 
 # -- replace ------------------------------------------------------------------------------
@@ -182,7 +200,7 @@ class Delete:
 
 @dataclass(frozen=True)
 class Replace:
-    objs: builtins.list[Obj]
+    objs: list[Obj]
 
 
 KEYS = st.builds(lambda ns, name: f"{ns}/{name}" if ns else name, NAMESPACES, OBJ_NAMES)
@@ -210,11 +228,21 @@ def check_invariant(store: Store, model: dict[str, Obj]) -> None:
             got = [object_key(o) for o in store.by_index(index, value)]
             assert len(got) == len(set(got)), f"{index}={value} lists an object twice"
             assert set(got) == want, f"{index}={value}"
+    for ns in ("a", "b"):
+        for value in ALL_VALUES:
+            got = [object_key(o) for o in store.by_indices({NAMESPACE_INDEX: ns, "app": value})]
+            want = {
+                k
+                for k, o in model.items()
+                if o["metadata"].get("namespace") == ns and value in by_app(o)
+            }
+            assert len(got) == len(set(got)), f"namespace={ns}, app={value} lists one twice"
+            assert set(got) == want, f"namespace={ns}, app={value}"
 
 
 @settings(max_examples=300, deadline=None)
 @given(OPERATIONS)
-def test_random_operations_keep_every_index_consistent(ops: builtins.list[Any]) -> None:
+def test_random_operations_keep_every_index_consistent(ops: list[Any]) -> None:
     store = Store(dict(INDEXERS))
     model: dict[str, Obj] = {}
     for op in ops:

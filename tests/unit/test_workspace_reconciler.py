@@ -134,10 +134,10 @@ class FakeAPI:
 class FakeCache:
     obj: Obj | None
 
-    def get(self, rt: ResourceType, name: str, namespace: str | None = None) -> Obj | None:
-        return self.obj
+    async def get(self, rt: ResourceType, name: str, namespace: str | None = None) -> Obj | None:
+        return copy.deepcopy(self.obj)
 
-    def list(self, rt: ResourceType, namespace: str | None = None) -> list[Obj]:
+    def list_nowait(self, rt: ResourceType, namespace: str | None = None, **_: object) -> list[Obj]:
         return [] if self.obj is None else [self.obj]
 
 
