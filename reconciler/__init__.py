@@ -3,11 +3,13 @@
 A controller author touches ``Reconciler``/``Request``/``Result`` and the
 ``Builder``; everything else is wiring the ``Manager`` does. Helpers for what every
 controller needs (finalizers, owner references, create-or-update) live in
-``reconciler.controllerutil``, as in controller-runtime's package of that name.
+``reconciler.controllerutil``, as in controller-runtime's package of that name; typed
+pydantic objects (``Kind``, ``KubeObject``, ``TypedClient``, ``TypedCache``) in
+``reconciler.typed``, with the dict path kept for speed and for unmodelled types.
 """
 
 from reconciler.builder import Builder, BuilderError
-from reconciler.cache import InformerCache
+from reconciler.cache import CacheNotStarted, CacheNotSynced, InformerCache
 from reconciler.client import Client, KubeconfigError, PatchType, WatchEvent
 from reconciler.controller import CacheSyncError, Controller, ControllerOptions, Reconciler
 from reconciler.errors import (
@@ -27,6 +29,7 @@ from reconciler.errors import (
 from reconciler.events import EventRecorder
 from reconciler.handler import Mapper, enqueue_for_object, enqueue_for_owner
 from reconciler.informer import Informer, InformerOptions, strip_managed_fields
+from reconciler.labels import Selector, SelectorError, parse_selector
 from reconciler.leaderelection import LeaderElectionConfig, LeaderElector, LeadershipLost
 from reconciler.logging import configure as configure_logging
 from reconciler.manager import Manager, ManagerOptions, Runnable
@@ -52,7 +55,8 @@ from reconciler.ratelimit import (
     default_controller_rate_limiter,
 )
 from reconciler.request import Request, Result, TerminalError
-from reconciler.resource import ResourceType
+from reconciler.resource import Obj, ResourceType
+from reconciler.typed import Kind, KubeObject, ParseError, TypedCache, TypedClient
 from reconciler.workqueue import QueueShutDown, RateLimitingQueue
 
 __all__ = [
@@ -62,6 +66,8 @@ __all__ = [
     "BucketRateLimiter",
     "Builder",
     "BuilderError",
+    "CacheNotStarted",
+    "CacheNotSynced",
     "CacheSyncError",
     "Client",
     "Conflict",
@@ -77,6 +83,8 @@ __all__ = [
     "InformerOptions",
     "Invalid",
     "ItemExponentialFailureRateLimiter",
+    "Kind",
+    "KubeObject",
     "KubeconfigError",
     "LeaderElectionConfig",
     "LeaderElector",
@@ -88,6 +96,8 @@ __all__ = [
     "MaxOfRateLimiter",
     "Metrics",
     "NotFound",
+    "Obj",
+    "ParseError",
     "PatchType",
     "Predicate",
     "QueueShutDown",
@@ -98,10 +108,14 @@ __all__ = [
     "ResourceType",
     "Result",
     "Runnable",
+    "Selector",
+    "SelectorError",
     "ServerError",
     "TerminalError",
     "TooManyRequests",
     "TransportError",
+    "TypedCache",
+    "TypedClient",
     "Unauthorized",
     "WatchEvent",
     "and_",
@@ -115,6 +129,7 @@ __all__ = [
     "new_predicate",
     "not_",
     "or_",
+    "parse_selector",
     "resource_version_changed",
     "strip_managed_fields",
 ]

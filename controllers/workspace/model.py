@@ -2,7 +2,10 @@
 
 The informer hands the controller parsed JSON dicts. `parse_workspace` turns one into a
 `Workspace`; `project` cuts one down to the fields read here, for use as the informer's
-cache transform.
+cache transform. The models are the framework's typed objects (`reconciler.typed`:
+`KubeObject`, `ObjectMeta`, `Condition`) made read-only: the controller writes JSON
+patches, never a whole object, so they ignore what they do not declare instead of
+keeping it, and `reconciler.typed.Kind` refuses to write them.
 
 Tolerance rule: anything the API server can store for a Workspace parses. That covers
 conditions without reason, message, observedGeneration or lastTransitionTime, condition
@@ -10,7 +13,9 @@ statuses other than True/False/Unknown, huge messages, unknown fields at any lev
 nulls, and any value in `status.status` (a CRD without the enum stores whatever it is
 given). Parsing fails, with `WorkspaceParseError`, only when a field read here has a JSON
 type no Workspace schema allows: a non-object where an object belongs, `conditions` that
-is not a list, a condition without a non-empty string `type`, a non-integer generation.
+is not a list, a condition without a non-empty string `type`, a non-integer generation,
+labels that are not strings, an owner reference without apiVersion, kind, name and uid
+(the API server validates metadata, so no stored object has the last two).
 
 KAITO's Workspace has no `spec`: `resource`, `inference` and `tuning` sit at the top
 level. Only the presence of `inference` and `tuning` matters here, as in KAITO's Go
@@ -22,10 +27,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from reconciler import typed
 
 __all__ = [
     "Condition",
@@ -40,8 +47,13 @@ __all__ = [
 ]
 
 
-class WorkspaceParseError(ValueError):
+class WorkspaceParseError(typed.ParseError):
     """The object cannot be read as a Workspace; the message names the offending fields."""
+
+
+# The controller only reads these models (it writes JSON patches), so they need not keep
+# unknown fields for a write: ignoring them keeps parsing fast and the models small.
+_READ_ONLY = ConfigDict(extra="ignore", frozen=True)
 
 
 def _lenient_time(value: object) -> datetime | None:
@@ -60,63 +72,59 @@ def _lenient_time(value: object) -> datetime | None:
         return None
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_nulls(cls, data: Any) -> Any:
-        # A JSON null means "not set" in Kubernetes objects: fall back to the default.
-        if isinstance(data, Mapping):
-            return {key: value for key, value in data.items() if value is not None}
-        return data
+_UNREADABLE_DELETION = datetime.min.replace(tzinfo=UTC)
 
 
-class Condition(_Model):
+def _deletion_time(value: object) -> datetime | None:
+    # Only its presence matters: a value that fails to parse as a time must still mean
+    # "being deleted". It reads as the earliest time there is. (The API server sets this
+    # field itself, so it cannot hold such a value; this is tolerance, not a case.)
+    if value is None:
+        return None
+    return _lenient_time(value) or _UNREADABLE_DELETION
+
+
+class Condition(typed.Condition):
     """One metav1.Condition as stored.
 
     `status` is kept verbatim; readers treat anything but "True" and "False" as Unknown.
     """
 
-    type: str = Field(min_length=1)
-    status: str = "Unknown"
-    reason: str = ""
-    message: str = ""
-    observed_generation: int | None = Field(default=None, alias="observedGeneration")
-    last_transition_time: datetime | None = Field(default=None, alias="lastTransitionTime")
+    model_config = _READ_ONLY
 
     _time = field_validator("last_transition_time", mode="before")(_lenient_time)
 
 
-class ObjectMeta(_Model):
-    name: str = ""
-    namespace: str = ""
-    uid: str = ""
-    generation: int | None = None
-    resource_version: str = Field(default="", alias="resourceVersion")
-    creation_timestamp: datetime | None = Field(default=None, alias="creationTimestamp")
-    # Only its presence matters, so it is kept verbatim: a value that fails to parse as a
-    # time must still mean "being deleted".
-    deletion_timestamp: str | None = Field(default=None, alias="deletionTimestamp")
+class ObjectMeta(typed.ObjectMeta):
+    """The metadata fields `project` keeps; the others read as unset, as in the cache."""
 
-    _time = field_validator("creation_timestamp", mode="before")(_lenient_time)
+    model_config = _READ_ONLY
 
-    @property
-    def is_deleting(self) -> bool:
-        return self.deletion_timestamp is not None
+    _creation = field_validator("creation_timestamp", mode="before")(_lenient_time)
+    _deletion = field_validator("deletion_timestamp", mode="before")(_deletion_time)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_projected(cls, data: Any) -> Any:
+        # Reading a full object and reading its projection must give the same model.
+        return _keep(data, _METADATA_FIELDS)
 
 
-class PresenceMarker(_Model):
+class PresenceMarker(typed.KubeModel):
     """Stands for a field whose content is not read here, only whether it is set."""
 
-
-class ResourceSpec(_Model):
-    instance_type: str | None = Field(default=None, alias="instanceType")
+    model_config = _READ_ONLY
 
 
-class WorkspaceStatus(_Model):
+class ResourceSpec(typed.KubeModel):
+    model_config = _READ_ONLY
+
+    instance_type: str | None = None
+
+
+class WorkspaceStatus(typed.KubeModel):
+    model_config = _READ_ONLY
+
     # The field this controller owns. Raw on purpose: a value outside the enum must be
     # representable so the state machine can notice it and say so.
     status: str | None = None
@@ -138,9 +146,9 @@ class WorkspaceStatus(_Model):
         return json.dumps(value, sort_keys=True)
 
 
-class Workspace(_Model):
-    api_version: str = Field(default="", alias="apiVersion")
-    kind: str = ""
+class Workspace(typed.KubeObject):
+    model_config = _READ_ONLY
+
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     resource: ResourceSpec = Field(default_factory=ResourceSpec)
     inference: PresenceMarker | None = None
@@ -163,29 +171,10 @@ class Workspace(_Model):
 
 def parse_workspace(obj: Mapping[str, Any]) -> Workspace:
     """Read a Workspace from its JSON form; raises `WorkspaceParseError` if it cannot."""
-    if not isinstance(obj, Mapping):
-        raise WorkspaceParseError(f"expected a JSON object, got {type(obj).__name__}")
     try:
-        return Workspace.model_validate(obj)
-    except ValidationError as err:
-        raise WorkspaceParseError(_describe(obj, err)) from err
-
-
-_MAX_REPORTED_ERRORS = 5
-
-
-def _describe(obj: Mapping[str, Any], err: ValidationError) -> str:
-    metadata = obj.get("metadata")
-    who = "Workspace"
-    if isinstance(metadata, Mapping) and isinstance(metadata.get("name"), str):
-        who = f"Workspace {metadata.get('namespace', '')}/{metadata['name']}"
-    problems = [
-        f"{'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['msg']}"
-        for error in err.errors(include_url=False)[:_MAX_REPORTED_ERRORS]
-    ]
-    more = err.error_count() - len(problems)
-    suffix = f" (and {more} more)" if more > 0 else ""
-    return f"cannot read {who}: {'; '.join(problems)}{suffix}"
+        return typed.parse(Workspace, obj)
+    except typed.ParseError as err:
+        raise WorkspaceParseError(str(err)) from err
 
 
 _METADATA_FIELDS = (
