@@ -75,7 +75,6 @@ logged and does not stop the informer.
 
 from __future__ import annotations
 
-import builtins
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -267,7 +266,7 @@ class Informer:
         self.options = options or InformerOptions()
         self.store = Store(self.options.indexers)
         self.stats = InformerStats()
-        self._handlers: builtins.list[EventHandler] = []
+        self._handlers: list[EventHandler] = []
         self._synced = False
         self._synced_event: anyio.Event | None = None  # created on demand (needs a loop)
         # The resume point: the list's resourceVersion, then each event's.
