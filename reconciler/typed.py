@@ -43,13 +43,17 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from reconciler.client import PatchType
 from reconciler.resource import Obj, ResourceType
+
+if TYPE_CHECKING:
+    # Only for annotations: importing the client at run time would pull in aiohttp and
+    # kubernetes_asyncio for every user of the models (the kopf peer has neither).
+    from reconciler.client import PatchType
 
 __all__ = [
     "Condition",
@@ -352,7 +356,7 @@ class _ClientVerbs(Protocol):
         patch: Obj | _Objs,
         *,
         namespace: str | None = None,
-        patch_type: PatchType = PatchType.MERGE,
+        patch_type: PatchType = ...,
         subresource: str | None = None,
         field_manager: str | None = None,
     ) -> Obj: ...
@@ -412,18 +416,20 @@ class TypedClient(Generic[ObjT]):
         patch: Obj | _Objs,
         *,
         namespace: str | None = None,
-        patch_type: PatchType = PatchType.MERGE,
+        patch_type: PatchType | None = None,
         subresource: str | None = None,
         field_manager: str | None = None,
     ) -> ObjT:
-        """A patch is a dict (or a JSON patch's list): it names only what changes."""
+        """A patch is a dict (or a JSON patch's list): it names only what changes. The
+        client's default patch type (a merge patch) unless ``patch_type`` is given."""
+        chosen = {} if patch_type is None else {"patch_type": patch_type}
         patched = await self._client.patch(
             self.kind.resource,
             name,
             patch,
             namespace=namespace,
-            patch_type=patch_type,
             subresource=subresource,
             field_manager=field_manager,
+            **chosen,
         )
         return self.kind.parse(patched)
