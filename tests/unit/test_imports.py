@@ -26,7 +26,7 @@ def test_the_pure_workspace_modules_import_no_io_library() -> None:
 
 
 def test_the_framework_names_still_import_from_the_package() -> None:
-    code = "from reconciler import Builder, Manager, configure_logging; print(configure_logging.__name__)"
+    code = "from reconciler import Builder, configure_logging; print(configure_logging.__name__)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
