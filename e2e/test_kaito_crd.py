@@ -28,20 +28,16 @@ from e2e.harness import (
 )
 from reconciler.client import Client
 from reconciler.envtest.controlplane import ControlPlane
-from reconciler.envtest.settings import EXISTING_KUBECONFIG_ENV, assets_dir
+from reconciler.envtest.plugin import private_plane
 from reconciler.resource import NAMESPACE
 
 
 @pytest.fixture(scope="module")
 def bare_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    import os
-
-    if os.environ.get(EXISTING_KUBECONFIG_ENV):
-        pytest.skip("needs a private control plane")
-    plane = ControlPlane(assets_dir(), tmp_path_factory.mktemp("kaito-crd-plane"))
-    plane.start()
-    yield plane
-    plane.stop()
+    with private_plane(
+        tmp_path_factory, "kaito-crd-plane", why="needs a private control plane"
+    ) as plane:
+        yield plane
 
 
 @pytest.fixture

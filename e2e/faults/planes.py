@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,34 +22,27 @@ import pytest
 from e2e.harness import ROOT
 from reconciler.client import Client
 from reconciler.envtest.controlplane import ControlPlane
-from reconciler.envtest.settings import EXISTING_KUBECONFIG_ENV, assets_dir
+from reconciler.envtest.plugin import private_plane as envtest_private_plane
 
 CRD_DIR = ROOT / "config" / "crd"
 EXIT_TIMEOUT = 30.0
 
 
-@contextlib.contextmanager
 def private_plane(
     tmp_path_factory: pytest.TempPathFactory,
     name: str,
     *,
     crd_paths: Sequence[Path] = (CRD_DIR,),
     apiserver_args: Sequence[str] = (),
-) -> Iterator[ControlPlane]:
-    """A control plane of the test's own, for faults the shared one should not see."""
-    if os.environ.get(EXISTING_KUBECONFIG_ENV):
-        pytest.skip("fault injection needs local control planes (E2E_KUBECONFIG is set)")
-    plane = ControlPlane(
-        assets_dir(),
-        tmp_path_factory.mktemp(name),
+) -> contextlib.AbstractContextManager[ControlPlane]:
+    """envtest's private plane with our CRD, for faults the shared one should not see."""
+    return envtest_private_plane(
+        tmp_path_factory,
+        name,
         crd_paths=crd_paths,
         apiserver_args=apiserver_args,
+        why="fault injection needs local control planes",
     )
-    try:
-        plane.start()
-        yield plane
-    finally:
-        plane.stop()
 
 
 @asynccontextmanager

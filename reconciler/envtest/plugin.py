@@ -7,6 +7,9 @@ Fixtures:
 - ``k8s`` (function): a connected :class:`reconciler.Client`;
 - ``namespace`` (function): a fresh namespace, deleted after the test.
 
+And :func:`private_plane`, a control plane of a test's own, for tests that change
+what the shared one must keep (its CRDs, its processes).
+
 CRDs are installed from the ``envtest_crd_paths`` ini option (default
 ``config/crd`` when that folder exists). Binaries come from
 ``RECONCILER_ASSETS`` (default ``.cache/control-plane/bin``).
@@ -17,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +72,34 @@ def control_plane(
         raise
     yield plane
     plane.stop()
+
+
+@contextlib.contextmanager
+def private_plane(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    *,
+    crd_paths: Sequence[Path] = (),
+    apiserver_args: Sequence[str] = (),
+    why: str = "needs a control plane of its own",
+) -> Iterator[ControlPlane]:
+    """A started control plane in a fresh folder named after ``name``, stopped on exit.
+    Skips (saying ``why``) where ``E2E_KUBECONFIG`` points at an existing cluster."""
+    if os.environ.get(EXISTING_KUBECONFIG_ENV):
+        pytest.skip(f"{why} (E2E_KUBECONFIG is set)")
+    from reconciler.envtest.controlplane import ControlPlane
+
+    plane = ControlPlane(
+        assets_dir(),
+        tmp_path_factory.mktemp(name),
+        crd_paths=crd_paths,
+        apiserver_args=apiserver_args,
+    )
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
 
 
 def _print_logs(plane: ControlPlane) -> None:

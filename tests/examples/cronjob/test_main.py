@@ -3,7 +3,6 @@ CRD yet: the one-command run installs it, reconciles, and stops cleanly on SIGTE
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from e2e.harness import eventually
 from examples.cronjob.api import CRONJOB, JOB
 from reconciler import Client
 from reconciler.envtest.controlplane import ControlPlane
-from reconciler.envtest.settings import EXISTING_KUBECONFIG_ENV, assets_dir
+from reconciler.envtest.plugin import private_plane
 from reconciler.resource import NAMESPACE
 
 pytestmark = pytest.mark.integration
@@ -34,12 +33,9 @@ TEMPLATE = {
 
 @pytest.fixture(scope="module")
 def bare_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    if os.environ.get(EXISTING_KUBECONFIG_ENV):
-        pytest.skip("needs a control plane without the CronJob CRD")
-    plane = ControlPlane(assets_dir(), tmp_path_factory.mktemp("cronjob-plane"))
-    plane.start()
-    yield plane
-    plane.stop()
+    why = "needs a control plane without the CronJob CRD"
+    with private_plane(tmp_path_factory, "cronjob-plane", why=why) as plane:
+        yield plane
 
 
 @pytest.fixture
