@@ -6,6 +6,8 @@ controller needs (finalizers, owner references, create-or-update) live in
 ``reconciler.controllerutil``, as in controller-runtime's package of that name; typed
 pydantic objects (``Kind``, ``KubeObject``, ``TypedClient``, ``TypedCache``) in
 ``reconciler.typed``, with the dict path kept for speed and for unmodelled types.
+Admission and conversion webhooks live in ``reconciler.webhook``; its
+``WebhookBuilder`` is exported here beside ``Builder``.
 
 Names are imported when first used (PEP 562), so that importing one light submodule
 (``reconciler.typed``, ``reconciler.resource``) does not import the whole framework:
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
     from reconciler.request import Request, Result, TerminalError
     from reconciler.resource import Obj, ResourceType
     from reconciler.typed import Kind, KubeObject, ParseError, TypedCache, TypedClient
+    from reconciler.webhook.builder import WebhookBuilder
     from reconciler.workqueue import QueueShutDown, RateLimitingQueue
 
 _EXPORTS: dict[str, tuple[str, str]] = {
@@ -132,6 +135,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "TypedClient": ("reconciler.typed", "TypedClient"),
     "Unauthorized": ("reconciler.errors", "Unauthorized"),
     "WatchEvent": ("reconciler.client", "WatchEvent"),
+    "WebhookBuilder": ("reconciler.webhook.builder", "WebhookBuilder"),
     "and_": ("reconciler.predicate", "and_"),
     "annotations_changed": ("reconciler.predicate", "annotations_changed"),
     "configure_logging": ("reconciler.logging", "configure"),
@@ -223,6 +227,7 @@ __all__ = [
     "TypedClient",
     "Unauthorized",
     "WatchEvent",
+    "WebhookBuilder",
     "and_",
     "annotations_changed",
     "configure_logging",

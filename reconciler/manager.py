@@ -10,7 +10,9 @@ is cancelled. Runnables live in groups, as in controller-runtime's
   always when leader election is off.
 
 Start order (controller-runtime's ``controllerManager.Start``): the health probe and
-metrics servers → the informer cache (on every replica, so a standby is warm) → wait
+metrics servers → the webhook server, if :attr:`Manager.webhook_server` was used (before
+the caches: a conversion webhook must answer before an informer of its kind can list)
+→ the informer cache (on every replica, so a standby is warm) → wait
 for the cache to sync → *others* → leader election → *leader election* runnables. A
 runnable added before ``run()`` starts with its group; one added later starts at once if
 its group runs (a controller first waits for the informers it just added), else when the
@@ -56,6 +58,7 @@ from reconciler.informer import InformerOptions
 from reconciler.leaderelection import LeaderElectionConfig, LeaderElector
 from reconciler.metrics import Metrics, rest_client_host
 from reconciler.probes import HealthCheck, HealthProbeServer, MetricsServer
+from reconciler.webhook.server import WebhookServer, WebhookServerOptions
 
 __all__ = [
     "DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT",
@@ -87,6 +90,9 @@ class ManagerOptions:
     graceful_shutdown_timeout: float = DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT
     informer_defaults: InformerOptions = field(default_factory=InformerOptions)
     handle_signals: bool = True
+    webhook: WebhookServerOptions = field(default_factory=WebhookServerOptions)
+    """Options of the webhook server, which only runs if :attr:`Manager.webhook_server`
+    is used."""
 
 
 class CachesNotSynced(Exception):
@@ -105,7 +111,8 @@ class Manager:
         client.observer = lambda method, code, seconds: self._observe(host, method, code, seconds)
         self.cache = InformerCache(client, self.options.informer_defaults)
         self.ports: dict[str, int] = {}
-        """Ports the servers listen on while running: ``"health"``, ``"metrics"``."""
+        """Ports the servers listen on while running: ``"health"``, ``"metrics"``,
+        ``"webhook"``."""
         self._controllers: list[Controller] = []
         self._recorders: dict[str, EventRecorder] = {}
         self._others = _RunnableGroup(self._run_one)
@@ -114,6 +121,7 @@ class Manager:
         self._health.add_readyz_check("informers", self._informers_synced)
         self._metrics_server = MetricsServer(self.options.metrics_bind_address, self.registry)
         self._elector: LeaderElector | None = None
+        self._webhook_server: WebhookServer | None = None
         self._started = False
         self._shutdown_requested = False
         self._shutdown: anyio.Event | None = None  # created in run(): needs an event loop
@@ -167,6 +175,23 @@ class Manager:
             if self._servers is not None:
                 self._servers.start_soon(rec.run, name=f"event recorder {component}")
         return rec
+
+    @property
+    def webhook_server(self) -> WebhookServer:
+        """The webhook server, created on first use (before :meth:`run`).
+
+        Using it makes the manager serve webhooks on every replica (webhooks need no
+        leader), with the readiness check ``webhook``; a manager that never uses it
+        opens no webhook port. ``ports["webhook"]`` holds the bound port while running.
+        """
+        if self._webhook_server is None:
+            # As the health checks: what runs is decided when the manager starts.
+            if self._started:
+                raise RuntimeError("the webhook server must be set up before the manager runs")
+            server = WebhookServer(self.options.webhook, registry=self.registry)
+            self.add_readyz_check("webhook", server.started_check)
+            self._webhook_server = server
+        return self._webhook_server
 
     @property
     def is_leader(self) -> bool:
@@ -238,6 +263,8 @@ class Manager:
                 port = await tg.start(server.run, name=f"{server.serves} server")
                 if port is not None:  # always, for an enabled server
                     self.ports[key] = port
+        if self._webhook_server is not None:
+            self.ports["webhook"] = await tg.start(self._webhook_server.run, name="webhook server")
 
     async def _start_runnables(self, tg: TaskGroup) -> None:
         try:

@@ -38,6 +38,7 @@ __all__ = [
     "HealthProbeServer",
     "ListenError",
     "MetricsServer",
+    "listen_on_all_interfaces",
     "parse_bind_address",
 ]
 
@@ -115,7 +116,7 @@ class _Server:
             site: web.BaseSite
             try:
                 if host is None:
-                    site = web.SockSite(runner, _listen_on_all_interfaces(port))
+                    site = web.SockSite(runner, listen_on_all_interfaces(port))
                 else:
                     site = web.TCPSite(runner, host, port)
                 await site.start()
@@ -236,7 +237,7 @@ class MetricsServer(_Server):
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _listen_on_all_interfaces(port: int) -> socket.socket:
+def listen_on_all_interfaces(port: int) -> socket.socket:
     # One dual-stack socket where the host has IPv6, as Go's ":port" does. Left to
     # asyncio, an empty host becomes one socket per address family — and with port 0,
     # a different ephemeral port for each.
