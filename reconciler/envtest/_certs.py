@@ -22,6 +22,11 @@ class KeyPair:
     cert_pem: bytes
     key_pem: bytes
 
+    @property
+    def serial_number(self) -> int:
+        """The certificate's serial: what tells two certificates of one CA apart."""
+        return x509.load_pem_x509_certificate(self.cert_pem).serial_number
+
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
@@ -91,6 +96,7 @@ class TinyCA:
         subject: x509.Name,
         usage: x509.ObjectIdentifier,
         sans: list[x509.GeneralName] | None = None,
+        valid_for: dt.timedelta = VALIDITY,
     ) -> KeyPair:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
@@ -101,7 +107,7 @@ class TinyCA:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + VALIDITY)
+            .not_valid_after(now + valid_for)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )
@@ -110,13 +116,18 @@ class TinyCA:
         cert = builder.sign(self._key, hashes.SHA256())
         return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
-    def serving(self, host: str = "127.0.0.1") -> KeyPair:
-        sans: list[x509.GeneralName] = [
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address(host)),
-        ]
+    def serving(self, host: str = "127.0.0.1", *, valid_for: dt.timedelta = VALIDITY) -> KeyPair:
+        """A serving certificate for ``localhost`` and ``host`` (an IP address or a DNS
+        name), as controller-runtime's envtest names its webhook serving certificate,
+        valid from five minutes ago for ``valid_for``."""
+        sans: list[x509.GeneralName] = [x509.DNSName("localhost")]
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            if host != "localhost":
+                sans.append(x509.DNSName(host))
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-        return self._issue(subject, ExtendedKeyUsageOID.SERVER_AUTH, sans)
+        return self._issue(subject, ExtendedKeyUsageOID.SERVER_AUTH, sans, valid_for)
 
     def client(self, user: str, groups: list[str]) -> KeyPair:
         attrs = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
