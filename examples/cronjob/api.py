@@ -41,16 +41,27 @@ class ConcurrencyPolicy(StrEnum):
     """Delete the active runs, then start the new one."""
 
 
+DEFAULT_CONCURRENCY_POLICY = ConcurrencyPolicy.ALLOW
+DEFAULT_SUSPEND = False
+DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT = 3
+DEFAULT_FAILED_JOBS_HISTORY_LIMIT = 1
+"""The book's defaults, which its defaulting webhook writes into every CronJob (as
+Kubernetes' own CronJob defaults its history limits to 3 and 1). The model reads an unset
+field as the same value, so a CronJob stored without the webhook behaves as one stored
+with it."""
+
+
 class CronJobSpec(KubeModel):
     schedule: str
+    """Checked by :func:`examples.cronjob.cron.parse_cron` (the validating webhook)."""
     starting_deadline_seconds: int | None = None
-    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
-    suspend: bool = False
+    concurrency_policy: ConcurrencyPolicy = DEFAULT_CONCURRENCY_POLICY
+    suspend: bool = DEFAULT_SUSPEND
     job_template: dict[str, Any] = Field(default_factory=dict)
     """A batch/v1 JobTemplateSpec, copied into each Job as it is."""
-    successful_jobs_history_limit: int | None = None
-    """Finished Jobs to keep; None keeps all of them (the book's default, not Kubernetes')."""
-    failed_jobs_history_limit: int | None = None
+    successful_jobs_history_limit: int = DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT
+    """Successful finished Jobs to keep, the newest."""
+    failed_jobs_history_limit: int = DEFAULT_FAILED_JOBS_HISTORY_LIMIT
 
 
 class ObjectReference(KubeModel):

@@ -1,10 +1,16 @@
-"""The CronJob operator: flags, then a manager running the controller.
+"""The CronJob operator: flags, then a manager running the controller and its webhooks.
 
-    python -m examples.cronjob --kubeconfig "$(hack/control-plane kubeconfig)"
+    python -m examples.cronjob --kubeconfig "$(hack/control-plane kubeconfig)" --no-enable-webhooks
 
 It installs the CRD (``config/crd.yaml``) when the cluster does not serve CronJobs yet,
 unless told not to; then ``kubectl apply -f examples/cronjob/config/sample.yaml`` starts
 a Job every minute.
+
+Webhooks (defaulting, validation, conversion to ``v2``) are served on ``--webhook-port``
+with the certificate in ``--webhook-cert-dir``, unless ``--no-enable-webhooks`` (the
+book's ``ENABLE_WEBHOOKS=false``): the API server must be able to call them, which a
+cluster does through ``config/`` (a Service and a cert-manager certificate) and a local
+run usually cannot.
 """
 
 from __future__ import annotations
@@ -20,16 +26,24 @@ import yaml
 
 from examples.cronjob.api import CRONJOB
 from examples.cronjob.controller import setup
+from examples.cronjob.webhooks import setup_webhooks
 from reconciler import (
     Client,
     InformerOptions,
     KubeconfigError,
+    ListenError,
     Manager,
     ManagerOptions,
     NotFound,
     configure_logging,
 )
 from reconciler.resource import CRD, Obj
+from reconciler.webhook import (
+    DEFAULT_CERT_DIR,
+    DEFAULT_PORT,
+    CertificateError,
+    WebhookServerOptions,
+)
 
 CRD_FILE = Path(__file__).parent / "config" / "crd.yaml"
 CRD_NAME = f"{CRONJOB.plural}.{CRONJOB.group}"
@@ -49,6 +63,9 @@ class Config:
     install_crd: bool = True
     metrics_bind_address: str = "0"
     health_probe_bind_address: str = "0"
+    enable_webhooks: bool = True
+    webhook_port: int = DEFAULT_PORT
+    webhook_cert_dir: Path = DEFAULT_CERT_DIR
     log_level: str = "info"
 
 
@@ -59,6 +76,19 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     p.add_argument("--no-install-crd", dest="install_crd", action="store_false")
     p.add_argument("--metrics-bind-address", default="0", help='e.g. ":8080"; "0" disables')
     p.add_argument("--health-probe-bind-address", default="0", help='"0" disables')
+    p.add_argument(
+        "--enable-webhooks",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the defaulting, validating and conversion webhooks (default: on)",
+    )
+    p.add_argument("--webhook-port", type=int, default=DEFAULT_PORT)
+    p.add_argument(
+        "--webhook-cert-dir",
+        type=Path,
+        default=DEFAULT_CERT_DIR,
+        help="holds tls.crt and tls.key (default: %(default)s)",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     return Config(**vars(p.parse_args(argv)))
 
@@ -97,10 +127,13 @@ async def run(cfg: Config) -> None:
                 metrics_bind_address=cfg.metrics_bind_address,
                 health_probe_bind_address=cfg.health_probe_bind_address,
                 informer_defaults=InformerOptions(namespace=cfg.namespace),
+                webhook=WebhookServerOptions(port=cfg.webhook_port, cert_dir=cfg.webhook_cert_dir),
             ),
         )
         setup(mgr)
-        log.info("starting", namespace=cfg.namespace or "<all>")
+        if cfg.enable_webhooks:
+            setup_webhooks(mgr)
+        log.info("starting", namespace=cfg.namespace or "<all>", webhooks=cfg.enable_webhooks)
         await mgr.run()  # until SIGTERM/SIGINT
 
 
@@ -109,7 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("console", cfg.log_level)
     try:
         anyio.run(run, cfg)
-    except (UsageError, KubeconfigError, TimeoutError) as err:
+    except (UsageError, KubeconfigError, TimeoutError, ListenError) as err:
         log.error(str(err) or "the CronJob CRD did not become established")
+        return 2
+    except CertificateError as err:
+        log.error(f"no webhook certificate: {err} (or run with --no-enable-webhooks)")
         return 2
     return 0

@@ -17,6 +17,11 @@ going wrong in the original:
 - More than :data:`MAX_MISSED_RUNS` missed runs start the latest one, with a warning;
   the book starts nothing, for good, until someone edits the CronJob.
 - ``status.active`` names at most 10 Jobs (the CRD's limit), the newest.
+- An unset history limit keeps 3 successful or 1 failed Job, the values the book's
+  defaulting webhook writes; the book's controller keeps every Job for an unset limit,
+  which there happens only while its webhook is off.
+
+Schedules are read and run as the book's cron library reads and runs them (``cron``).
 """
 
 from __future__ import annotations
@@ -27,8 +32,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
-
-from croniter import CroniterError, croniter
 
 from examples.cronjob.api import (
     CRONJOB,
@@ -42,52 +45,12 @@ from examples.cronjob.api import (
     ObjectReference,
     rfc3339,
 )
+from examples.cronjob.cron import Schedule, ScheduleError
 from reconciler.controllerutil import set_controller_reference
 from reconciler.events import EventType
 
 MAX_MISSED_RUNS = 100
 """More missed runs than this means a stopped controller or a skewed clock."""
-
-# croniter's get_prev answers strictly before its start: a microsecond later includes it.
-_TICK = timedelta(microseconds=1)
-
-
-class ScheduleError(ValueError):
-    """``spec.schedule`` is not a cron expression we can run."""
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """A standard cron expression: five fields (minute hour day-of-month month
-    day-of-week) or a descriptor (``@hourly``, ``@daily``, ``@weekly``, ``@monthly``,
-    ``@yearly``), evaluated in UTC by croniter."""
-
-    expression: str
-
-    @classmethod
-    def parse(cls, expression: str) -> Schedule:
-        fields = expression.split()
-        # croniter also takes a seconds and a year field; Kubernetes does not.
-        if not (len(fields) == 5 or (len(fields) == 1 and fields[0].startswith("@"))):
-            raise ScheduleError(f"{expression!r}: want five fields or an @descriptor")
-        if not croniter.is_valid(expression):
-            raise ScheduleError(f"{expression!r} is not a valid cron expression")
-        return cls(expression)
-
-    def next_after(self, t: datetime) -> datetime:
-        """The first scheduled time strictly after ``t``."""
-        return self._step(t, forward=True)
-
-    def latest_until(self, t: datetime) -> datetime:
-        """The last scheduled time at or before ``t``."""
-        return self._step(t + _TICK, forward=False)
-
-    def _step(self, t: datetime, *, forward: bool) -> datetime:
-        try:
-            it = croniter(self.expression, t)
-            return it.get_next(datetime) if forward else it.get_prev(datetime)
-        except CroniterError as err:  # e.g. "0 0 31 2 *" never comes
-            raise ScheduleError(f"{self.expression!r}: {err}") from err
 
 
 def most_recent_schedule(schedule: Schedule, since: datetime, now: datetime) -> datetime | None:
@@ -238,12 +201,10 @@ def _references(active: Sequence[Job]) -> list[ObjectReference]:
 
 
 def _beyond_limit(
-    jobs: Iterable[Job], how: str, limit: int | None, recorded: datetime | None
+    jobs: Iterable[Job], how: str, limit: int, recorded: datetime | None
 ) -> tuple[Job, ...]:
     """The oldest Jobs that finished ``how`` (by start time; none sorts first) beyond
     ``limit``, less those whose run ``recorded`` does not cover yet (next time)."""
-    if limit is None:
-        return ()
     done = sorted(
         (j for j in jobs if j.finished == how),
         key=lambda j: (j.status.start_time is not None, j.status.start_time, j.metadata.name),

@@ -98,9 +98,10 @@ class Operator:
         await eventually(settled, what=f"a reconcile of {name} at {rfc3339(now)}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def cronjob_crd(kubeconfig: Path) -> None:
-    """The session's control plane installs only config/crd; this adds the CronJob CRD."""
+    """The session's control plane installs only config/crd; this adds the CronJob CRD
+    (before every test: test_webhooks.py installs it for itself and deletes it after)."""
     async with await Client.from_config(str(kubeconfig)) as client:
         await ensure_crd(client, install=True)
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -25,11 +24,10 @@ from examples.cronjob.api import (
     CronJobStatus,
     Job,
 )
+from examples.cronjob.cron import Schedule
 from examples.cronjob.schedule import (
     MAX_MISSED_RUNS,
     Decision,
-    Schedule,
-    ScheduleError,
     count_runs,
     job_for,
     job_name,
@@ -113,27 +111,7 @@ def names(jobs: Sequence[Job]) -> list[str]:
     return [j.metadata.name for j in jobs]
 
 
-# -- the cron expression ---------------------------------------------------------------
-@pytest.mark.parametrize("expression", EXPRESSIONS)
-def test_standard_expressions_and_descriptors_parse(expression: str) -> None:
-    assert Schedule.parse(expression).expression == expression
-
-
-@pytest.mark.parametrize(
-    "expression",
-    ["", "* * * *", "* * * * * *", "0 0 1 1 * 2030", "60 * * * *", "*/0 * * * *", "@every 5m"],
-)
-def test_anything_else_is_refused(expression: str) -> None:
-    with pytest.raises(ScheduleError):
-        Schedule.parse(expression)
-
-
-def test_a_schedule_that_never_comes_fails_when_evaluated() -> None:
-    feb31 = Schedule.parse("0 0 31 2 *")
-    with pytest.raises(ScheduleError):
-        feb31.next_after(T0)
-
-
+# -- the cron arithmetic ----------------------------------------------------------------
 def test_the_due_run_is_the_latest_after_the_last_one_up_to_now_inclusive() -> None:
     every5 = Schedule.parse("*/5 * * * *")
     assert most_recent_schedule(every5, T0, T0 + 12 * MIN) == T0 + 10 * MIN
@@ -315,9 +293,13 @@ def test_history_keeps_the_newest_finished_jobs_of_each_kind() -> None:
     assert names(p.pruned) == ["never-started", *names(ok[:2]), "f4"]
 
 
-def test_no_limit_keeps_every_finished_job() -> None:
-    jobs = [job(T0 + i * 5 * MIN, "Complete") for i in range(5)]
-    assert plan(cronjob(last=T0 + 20 * MIN), jobs, T0 + 21 * MIN).pruned == ()
+def test_unset_limits_keep_the_webhooks_defaults_three_and_one() -> None:
+    """The book's controller keeps every Job for an unset limit; its defaulting webhook
+    never leaves one unset. Here unset means the webhook's values, webhook or not."""
+    ok = [job(T0 + i * 5 * MIN, "Complete", start=T0 + i * 5 * MIN) for i in range(5)]
+    failed = [job(T0 + i * 5 * MIN, "Failed", start=T0 + i * 5 * MIN, name=f"f{i}") for i in (5, 6)]
+    p = plan(cronjob(last=T0 + 30 * MIN), [*ok, *failed], T0 + 31 * MIN)
+    assert names(p.pruned) == [*names(ok[:2]), "f5"]
 
 
 def test_history_is_pruned_while_suspended() -> None:
