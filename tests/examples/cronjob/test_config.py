@@ -2,8 +2,9 @@
 parts agree with each other and with the code, and the API server accepts all of it
 (server-side dry run; cert-manager's CRDs installed for its Issuer and Certificate).
 
-cert-manager's CRDs come from its Go module (``deploy/crds``), found in
-``$CERT_MANAGER_CRDS`` or the Go module cache::
+cert-manager's CRDs come from its Go module (``deploy/crds``): ``hack/tools/build.sh``
+copies them to ``cert-manager-crds/`` beside the control plane's binaries; else they
+are found in ``$CERT_MANAGER_CRDS`` or the Go module cache::
 
     GOMODCACHE=… go mod download -json github.com/cert-manager/cert-manager@v1.21.0
 
@@ -62,6 +63,8 @@ def cert_manager_crds() -> Path | None:
     """cert-manager's deploy/crds folder, if this machine has it."""
     if os.environ.get(CERT_MANAGER_CRDS_ENV):
         return Path(os.environ[CERT_MANAGER_CRDS_ENV])
+    if (assets_dir() / "cert-manager-crds").is_dir():
+        return assets_dir() / "cert-manager-crds"
     caches = [Path.home() / "go" / "pkg" / "mod"]
     if os.environ.get("GOMODCACHE"):
         caches.insert(0, Path(os.environ["GOMODCACHE"]))
