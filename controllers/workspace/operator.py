@@ -1,5 +1,11 @@
 """The ``workspace-operator`` command: flags → options → a manager running the status
-controller and the Workspace CRD keeper (``crd_keeper.py``)."""
+controller and the Workspace CRD keeper (``crd_keeper.py``).
+
+Past one process (README, "Sharding"): deployments with disjoint ``--label-selector``s,
+each with its own ``--leader-election-id``; or ``--total-shards`` deployments, one per
+``--shard``, which each cache every workspace and handle the share
+``reconciler.sharding`` assigns them, under a Lease of their own.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import os
 import ssl
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -47,10 +53,12 @@ from reconciler import (
 )
 from reconciler.informer import WATCH_IDLE_TIMEOUT
 from reconciler.resource import CRD
+from reconciler.sharding import Shard, shard_mapper, shard_predicate
 
 CONTROLLER_NAME = "workspace-status"
 CRD_CONTROLLER_NAME = "workspace-crd"
 LEASE_NAME = "workspace-status-controller.kaito.sh"
+USER_AGENT = "workspace-operator"
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 log = structlog.get_logger("controllers.operator")
@@ -77,6 +85,8 @@ class OperatorConfig:
     log_level: str
     manage_crd: bool = True
     status_field: bool = True
+    leader_election_id: str = LEASE_NAME
+    shard: Shard = field(default_factory=Shard)
 
 
 def _bool(text: str) -> bool:
@@ -131,6 +141,27 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         default=None,
         help="namespace of the Lease (default: the pod's namespace)",
     )
+    p.add_argument(
+        "--leader-election-id",
+        default=LEASE_NAME,
+        help="name of the Lease; each deployment that handles a different set of "
+        "Workspaces (--label-selector, --namespace) needs its own. With --total-shards, "
+        "'-shard-<shard>-of-<total>' is appended",
+    )
+    p.add_argument(
+        "--total-shards",
+        type=_positive_int,
+        default=1,
+        help="hash sharding: the number of deployments that share the Workspaces; each "
+        "caches all of them and handles those whose namespace/name hashes to its --shard. "
+        "1 turns it off",
+    )
+    p.add_argument(
+        "--shard",
+        type=int,
+        default=0,
+        help="hash sharding: this deployment's shard, 0 to --total-shards - 1",
+    )
     p.add_argument("--metrics-bind-address", default=":8080", help='"0" disables')
     p.add_argument("--health-probe-bind-address", default=":8081", help='"0" disables')
     p.add_argument("--max-concurrent-reconciles", type=_positive_int, default=1)
@@ -171,6 +202,10 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
     p.add_argument("--log-format", choices=["json", "console"], default="json")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     a = p.parse_args(argv)
+    try:
+        shard = Shard(a.shard, a.total_shards)
+    except ValueError as err:
+        p.error(f"--shard/--total-shards: {err}")
     return OperatorConfig(
         kubeconfig=a.kubeconfig,
         namespace=a.namespace,
@@ -187,7 +222,26 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         log_level=a.log_level,
         manage_crd=a.manage_crd,
         status_field=a.status_field,
+        leader_election_id=a.leader_election_id,
+        shard=shard,
     )
+
+
+def user_agent(cfg: OperatorConfig) -> str:
+    """``workspace-operator``, with the share of Workspaces it handles when it handles a
+    part: the API server's audit log then says which deployment sent each request."""
+    scope = []
+    if cfg.namespace:
+        scope.append(f"namespace={cfg.namespace}")
+    if cfg.label_selector:
+        scope.append(f"label-selector={cfg.label_selector}")
+    if cfg.shard.sharded:
+        scope.append(f"shard={cfg.shard.index}/{cfg.shard.total}")
+    return f"{USER_AGENT} ({'; '.join(scope)})" if scope else USER_AGENT
+
+
+def lease_name(cfg: OperatorConfig) -> str:
+    return cfg.shard.lease_name(cfg.leader_election_id)
 
 
 def _lease_namespace(cfg: OperatorConfig) -> str:
@@ -235,7 +289,7 @@ def _unreachable(host: str, err: TransportError) -> str:
 
 
 async def run(cfg: OperatorConfig) -> None:
-    client = await Client.from_config(cfg.kubeconfig, user_agent="workspace-operator")
+    client = await Client.from_config(cfg.kubeconfig, user_agent=user_agent(cfg))
     async with client:
         try:
             await _check_crd(client)
@@ -243,7 +297,15 @@ async def run(cfg: OperatorConfig) -> None:
             raise UsageError(_unreachable(client.host, err)) from err
         le = None
         if cfg.leader_elect:
-            le = LeaderElectionConfig(lease_name=LEASE_NAME, namespace=_lease_namespace(cfg))
+            le = LeaderElectionConfig(lease_name=lease_name(cfg), namespace=_lease_namespace(cfg))
+            if cfg.label_selector and cfg.leader_election_id == LEASE_NAME:
+                # Not an error: one deployment may well handle a labelled subset alone.
+                log.warning(
+                    "--label-selector with the default --leader-election-id: a second "
+                    "deployment with another selector would wait on this one's Lease and "
+                    "handle nothing; give each deployment its own --leader-election-id",
+                    lease=le.lease_name,
+                )
         mgr = Manager(
             client,
             ManagerOptions(
@@ -273,16 +335,18 @@ async def run(cfg: OperatorConfig) -> None:
             WorkspaceStatusOptions(
                 pending_warning_after=cfg.pending_warning_after,
                 write_status_field=cfg.status_field,
+                shard=cfg.shard,
             ),
         )
         (
             Builder(mgr)
-            .for_(WORKSPACE, resource_version_changed())
+            # A hash shard caches every workspace; only its share reaches the queue.
+            .for_(WORKSPACE, resource_version_changed(), shard_predicate(cfg.shard))
             # The CRD got status.status back (after KAITO's CRD was re-applied): write
-            # every workspace's remembered state again.
+            # the remembered state of every workspace of this shard again.
             .watches(
                 CRD,
-                reconciler.after_crd_repair,
+                shard_mapper(cfg.shard, reconciler.after_crd_repair),
                 Funcs(
                     on_create=lambda _: False,
                     on_update=lambda old, new: (
@@ -315,7 +379,9 @@ async def run(cfg: OperatorConfig) -> None:
             "starting",
             namespace=cfg.namespace or "<all>",
             label_selector=cfg.label_selector,
+            shard=str(cfg.shard) if cfg.shard.sharded else None,
             leader_elect=cfg.leader_elect,
+            lease=le.lease_name if le else None,
             manage_crd=cfg.manage_crd,
             status_field=cfg.status_field,
             pid=os.getpid(),

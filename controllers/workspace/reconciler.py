@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +50,7 @@ from reconciler import (
     Result,
 )
 from reconciler.cache import CacheNotSynced
+from reconciler.sharding import Shard
 
 WORKSPACE = ResourceType("kaito.sh", "v1beta1", "Workspace", "workspaces")
 FIELD_MANAGER = "workspace-status-controller"
@@ -68,6 +69,9 @@ class WorkspaceStatusOptions:
     """False: keep the state in the record condition only, never in status.status.
     Beside KAITO's validating webhook the field can never be stored, and a field stored
     while that webhook was away locks KAITO out of the workspace when it comes back."""
+    shard: Shard = field(default_factory=Shard)
+    """This process's share of the workspaces (``--shard`` of ``--total-shards``): a hash
+    shard caches every workspace, and its state gauge counts only its own."""
 
 
 def _describe(conditions: tuple[ConditionSummary, ...]) -> str:
@@ -84,8 +88,9 @@ def _describe(conditions: tuple[ConditionSummary, ...]) -> str:
 class _StateCollector(Collector):
     """``kaito_workspace_status_workspaces{state}``: counted from the cache at scrape time."""
 
-    def __init__(self, cache: InformerCache) -> None:
+    def __init__(self, cache: InformerCache, shard: Shard) -> None:
         self._cache = cache
+        self._shard = shard
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -101,7 +106,8 @@ class _StateCollector(Collector):
             return  # before the first list, zeros would be a false statement
         counts = Counter({s.value: 0 for s in WorkspaceState} | {"": 0})
         for obj in objs:
-            counts[_held_state(obj, counts)] += 1
+            if self._shard.owns(obj):
+                counts[_held_state(obj, counts)] += 1
         for state, n in sorted(counts.items()):
             family.add_metric([state], n)
         yield family
@@ -153,7 +159,7 @@ class WorkspaceStatusReconciler:
             "another writer (KAITO's status updates) dropped or changed it.",
             registry=registry,
         )
-        registry.register(_StateCollector(cache))
+        registry.register(_StateCollector(cache, self._options.shard))
         # Remembered per object so that a persistent problem is reported once, not on
         # every reconcile; keyed by request, reset when the object changes or goes away.
         self._reported: dict[Request, dict[str, str]] = {}
