@@ -35,7 +35,12 @@ from controllers.workspace.fsm import (
     next_state,
     pending_blockers,
 )
-from controllers.workspace.model import Workspace, WorkspaceParseError, parse_workspace
+from controllers.workspace.model import (
+    Workspace,
+    WorkspaceParseError,
+    _lenient_time,
+    parse_workspace,
+)
 from controllers.workspace.record import RECORD_CONDITION, state_patch
 from reconciler import (
     ApiError,
@@ -86,11 +91,21 @@ def _describe(conditions: tuple[ConditionSummary, ...]) -> str:
 
 
 class _StateCollector(Collector):
-    """``kaito_workspace_status_workspaces{state}``: counted from the cache at scrape time."""
+    """``kaito_workspace_status_workspaces{state}`` and
+    ``kaito_workspace_status_stuck_pending``: counted from the cache at scrape time."""
 
-    def __init__(self, cache: InformerCache, shard: Shard) -> None:
+    def __init__(
+        self,
+        cache: InformerCache,
+        shard: Shard,
+        *,
+        clock: Callable[[], float],
+        pending_warning_after: float,
+    ) -> None:
         self._cache = cache
         self._shard = shard
+        self._clock = clock
+        self._pending_warning_after = pending_warning_after
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -105,12 +120,34 @@ class _StateCollector(Collector):
         except CacheNotSynced:
             return  # before the first list, zeros would be a false statement
         counts = Counter({s.value: 0 for s in WorkspaceState} | {"": 0})
+        pending = WorkspaceState.PENDING.value
+        now, stuck = self._clock(), 0
         for obj in objs:
             if self._shard.owns(obj):
-                counts[_held_state(obj, counts)] += 1
+                state = _held_state(obj, counts)
+                counts[state] += 1
+                if state == pending and _stuck(obj, now, self._pending_warning_after):
+                    stuck += 1
         for state, n in sorted(counts.items()):
             family.add_metric([state], n)
         yield family
+        yield GaugeMetricFamily(
+            "kaito_workspace_status_stuck_pending",
+            "Workspaces holding Pending that were created at least --pending-warning-after "
+            "ago: the rule of the StuckPending Warning Event.",
+            value=stuck,
+        )
+
+
+def _stuck(obj: dict[str, Any], now: float, limit: float) -> bool:
+    """``_check_stuck``'s rule on a raw cached dict of a workspace holding Pending: not
+    being deleted (no decision, so no Event, for those) and created at least ``limit``
+    seconds before ``now``; a missing or unreadable creationTimestamp is not stuck."""
+    meta = obj.get("metadata") or {}
+    if meta.get("deletionTimestamp") is not None:
+        return False
+    created = _lenient_time(meta.get("creationTimestamp"))
+    return created is not None and now - created.timestamp() >= limit
 
 
 def _held_state(obj: dict[str, Any], known: Counter[str]) -> str:
@@ -159,7 +196,14 @@ class WorkspaceStatusReconciler:
             "another writer (KAITO's status updates) dropped or changed it.",
             registry=registry,
         )
-        registry.register(_StateCollector(cache, self._options.shard))
+        registry.register(
+            _StateCollector(
+                cache,
+                self._options.shard,
+                clock=clock,
+                pending_warning_after=self._options.pending_warning_after,
+            )
+        )
         # Remembered per object so that a persistent problem is reported once, not on
         # every reconcile; keyed by request, reset when the object changes or goes away.
         self._reported: dict[Request, dict[str, str]] = {}
