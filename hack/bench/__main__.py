@@ -5,8 +5,9 @@ the Workspace CRD), creates the workspaces once per N and reuses them, and for e
 and each controller: resets every workspace (KAITO's initial conditions, no
 status.status, no record), starts the controller, times convergence (which also gives
 startup, CPU and memory), then, for the controllers that watch, writes conditions as
-KAITO does at a fixed rate for the latency phase (half of the writes change the state,
-half keep it), and stops the controller. Results go to bench-results/<time>/.
+KAITO does at each rate of ``--latency-rates`` in turn for the latency phase (half of
+the writes change the state, half keep it), and stops the controller. Results go to
+bench-results/<time>/.
 
 Every write of conditions is KAITO's (``e2e.kaito.KaitoWriter``: GET, PUT of the typed
 status, which drops status.status); the harness writes only the reset's
@@ -35,7 +36,7 @@ import orjson
 from controllers.workspace.reconciler import WORKSPACE
 from e2e.kaito import KaitoWriter
 from hack.bench import contenders, report, workload
-from hack.bench.contenders import ALL, WATCHING
+from hack.bench.contenders import ALL, BASELINE, DEFAULT, OURS, WATCHING
 from hack.bench.observer import StateObserver
 from hack.bench.scenarios import (
     Convergence,
@@ -49,7 +50,7 @@ from hack.bench.scenarios import (
 from reconciler.client import Client
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.errors import AlreadyExists
-from reconciler.resource import NAMESPACE
+from reconciler.resource import NAMESPACE, Obj, ResourceType
 
 ROOT = contenders.ROOT
 SCENARIOS = ("convergence", "latency", "memory", "startup", "cpu")
@@ -74,6 +75,10 @@ class Options:
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in re.split(r"[,\s]+", text.strip()) if x]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in re.split(r"[,\s]+", text.strip()) if x]
 
 
 def _names(allowed: tuple[str, ...]) -> Any:
@@ -102,19 +107,23 @@ def parse_args(argv: list[str]) -> Options:
         help="comma-separated subset of " + ",".join(SCENARIOS) + " (convergence always "
         "runs: the others are measured on it; leaving out latency skips the flip phase)",
     )
-    p.add_argument("--controllers", type=_names(ALL), default=list(ALL), help=",".join(ALL))
+    p.add_argument("--controllers", type=_names(ALL), default=list(DEFAULT), help=",".join(DEFAULT))
     p.add_argument("--workers", type=int, default=8, help="concurrency of every contender")
     p.add_argument("--latency-n", type=int, default=1000, help="N of the latency phase")
     p.add_argument(
-        "--latency-rate",
-        type=float,
-        default=50.0,
-        help="KAITO status writes per s in the latency phase: alternately a flip of the "
-        "state and a write that keeps it",
+        "--latency-rates",
+        type=_floats,
+        default=[50.0, 200.0],
+        help="KAITO status writes per s in the latency phase, one phase per rate, e.g. "
+        "50,200: alternately a flip of the state and a write that keeps it",
     )
-    p.add_argument("--latency-duration", type=float, default=60.0, help="seconds")
+    p.add_argument("--latency-duration", type=float, default=60.0, help="seconds per rate")
     p.add_argument("--settle", type=float, default=3.0, help="quiet seconds before RSS")
-    p.add_argument("--profile", action="store_true", help="py-spy ours during convergence")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy ours during convergence and each latency phase (profiles/)",
+    )
     p.add_argument(
         "--quiet-cores",
         type=float,
@@ -134,6 +143,14 @@ def parse_args(argv: list[str]) -> Options:
         default=[],
         help="an extra flag for ours, e.g. --ours-arg=--log-level=warning (repeatable)",
     )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout of this repository: its operator runs as the contender "
+        "'baseline' right beside ours in every run (the order alternating between runs), "
+        "for a paired before/after comparison",
+    )
     p.add_argument("--keep-plane", action="store_true", help="leave the control plane up")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="default: bench-results/<time>")
@@ -151,8 +168,8 @@ def parse_args(argv: list[str]) -> Options:
     )
     a = p.parse_args(argv)
     if a.smoke:
-        a.n, a.runs, a.controllers, a.scenarios = [20], 1, list(ALL), list(SCENARIOS)
-        a.latency_n, a.latency_rate, a.latency_duration, a.settle = 20, 10.0, 5.0, 1.0
+        a.n, a.runs, a.controllers, a.scenarios = [20], 1, list(DEFAULT), list(SCENARIOS)
+        a.latency_n, a.latency_rates, a.latency_duration, a.settle = 20, [10.0], 5.0, 1.0
         a.quiet_timeout = min(a.quiet_timeout, 30.0)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + ("-smoke" if a.smoke else "")
     out = (a.out or ROOT / "bench-results" / stamp).resolve()
@@ -162,13 +179,15 @@ def parse_args(argv: list[str]) -> Options:
         ns=ns,
         runs=a.runs,
         scenarios=a.scenarios,
-        controllers=[c for c in ALL if c in a.controllers],
+        controllers=[
+            c for c in ALL if c in a.controllers or (c == BASELINE and a.baseline is not None)
+        ],
         workers=a.workers,
         latency_n=latency_n,
         settings=Settings(
             workers=a.workers,
             settle=a.settle,
-            latency_rate=a.latency_rate,
+            latency_rates=tuple(sorted(set(a.latency_rates))),
             latency_duration=a.latency_duration,
             flip_timeout=30.0,
             profile=a.profile,
@@ -176,6 +195,7 @@ def parse_args(argv: list[str]) -> Options:
             quiet_cores=a.quiet_cores,
             quiet_timeout=a.quiet_timeout,
             ours_args=tuple(a.ours_arg),
+            baseline=a.baseline.resolve() if a.baseline is not None else None,
         ),
         keep_plane=a.keep_plane,
         seed=a.seed,
@@ -185,26 +205,62 @@ def parse_args(argv: list[str]) -> Options:
 
 
 async def _bounded(total: int, fn: Any, concurrency: int = CREATE_CONCURRENCY) -> None:
-    """Call ``await fn(i)`` for i in range(total), ``concurrency`` at a time."""
-    limiter = anyio.CapacityLimiter(concurrency)
+    """Call ``await fn(i)`` for i in range(total), ``concurrency`` at a time (a pool of
+    workers, not a task per call: 100,000 waiting tasks would cost the harness
+    hundreds of MiB)."""
+    indices = iter(range(total))
 
-    async def one(i: int) -> None:
-        async with limiter:
+    async def worker() -> None:
+        for i in indices:
             await fn(i)
 
     async with anyio.create_task_group() as tg:
-        for i in range(total):
-            tg.start_soon(one, i)
+        for _ in range(min(concurrency, total)):
+            tg.start_soon(worker)
+
+
+class _AlreadyRead:
+    """What ``KaitoWriter`` reads and writes through, where the harness's own request has
+    just returned the object: KAITO's first GET of it is answered with that answer.
+    KAITO's controller reads from its informer cache, which holds exactly that version
+    once the watch delivers it, so the write is the one KAITO makes; the harness saves a
+    request per workspace (a third of creating or resetting 100,000). Any later GET (a
+    409 retry) goes to the API server."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._answers: dict[tuple[str | None, str], Obj] = {}
+
+    def hand(self, obj: Obj) -> None:
+        meta = obj["metadata"]
+        self._answers[(meta.get("namespace"), meta["name"])] = obj
+
+    async def get(self, rt: ResourceType, name: str, namespace: str | None = None) -> Obj:
+        answer = self._answers.pop((namespace, name), None)
+        return answer if answer is not None else await self._client.get(rt, name, namespace)
+
+    async def replace(
+        self,
+        rt: ResourceType,
+        obj: Obj,
+        *,
+        subresource: str | None = None,
+        field_manager: str | None = None,
+    ) -> Obj:
+        return await self._client.replace(
+            rt, obj, subresource=subresource, field_manager=field_manager
+        )
 
 
 async def create_workspaces(client: Client, start: int, stop: int) -> None:
     """Create workspaces ``start``..``stop - 1``; KAITO then writes their conditions."""
-    kaito = KaitoWriter(client, field_manager=workload.KAITO_FIELD_MANAGER)
+    read = _AlreadyRead(client)
+    kaito = KaitoWriter(read, field_manager=workload.KAITO_FIELD_MANAGER)
 
     async def create(i: int) -> None:
         key = workload.key_of(start + i)
         with contextlib.suppress(AlreadyExists):
-            await client.create(WORKSPACE, workload.manifest(start + i))
+            read.hand(await client.create(WORKSPACE, workload.manifest(start + i)))
         await kaito.replace_conditions(
             key.namespace, key.name, *workload.kaito_initial_conditions(start + i)
         )
@@ -218,21 +274,23 @@ async def reset_workspaces(client: Client, n: int) -> None:
     """Give every workspace the status of a fresh one, then KAITO's initial conditions:
     every contender starts from what KAITO alone leaves, with nothing remembered.
 
-    Three requests a workspace (the harness's patch, KAITO's GET and PUT) where one
-    merge patch of KAITO-shaped conditions would do: 80–110 s against 50–55 s for
-    10,000 workspaces on a busy 2-core VM. Kept, because the reset is then KAITO's own
-    write and not an imitation of its result; creation costs the same either way."""
-    kaito = KaitoWriter(client, field_manager=workload.KAITO_FIELD_MANAGER)
+    Two requests a workspace: the harness's patch, and KAITO's PUT computed from the
+    version that patch returned (``_AlreadyRead``), where one merge patch of
+    KAITO-shaped conditions would do. Kept, because the reset is then KAITO's own write
+    and not an imitation of its result."""
+    read = _AlreadyRead(client)
+    kaito = KaitoWriter(read, field_manager=workload.KAITO_FIELD_MANAGER)
 
     async def reset(i: int) -> None:
         key = workload.key_of(i)
-        await client.patch_status(
+        forgotten = await client.patch_status(
             WORKSPACE,
             key.name,
             workload.FORGET_STATUS,
             namespace=key.namespace,
             field_manager=workload.HARNESS_FIELD_MANAGER,
         )
+        read.hand(forgotten)
         await kaito.replace_conditions(
             key.namespace, key.name, *workload.kaito_initial_conditions(i)
         )
@@ -242,9 +300,29 @@ async def reset_workspaces(client: Client, n: int) -> None:
     log(f"reset {n} workspaces in {time.monotonic() - began:.1f}s")
 
 
+def tidy_etcd(plane: ControlPlane) -> None:
+    """Compact etcd to its current revision and defragment it, between measurements.
+
+    What a production cluster does in the background: kube-apiserver compacts every
+    5 min, and managed control planes defragment on a schedule. Here each reset of
+    100,000 workspaces writes two versions of each (~2 GiB with their managedFields and
+    last-applied annotation); without this the database would grow towards its quota
+    over a long run, and an automatic defragmentation could land inside a measurement.
+    Every contender starts on the same compact database."""
+    began = time.monotonic()
+    plane.compact_etcd()
+    before = plane.etcd_db_size()
+    plane.defragment_etcd()
+    log(
+        f"etcd compacted and defragmented in {time.monotonic() - began:.1f}s: "
+        f"{before / 2**20:.0f} → {plane.etcd_db_size() / 2**20:.0f} MiB"
+    )
+
+
 @dataclass
 class _Context:
     client: Client
+    plane: ControlPlane
     kubeconfig: Path
     plane_pids: list[int]
     o: Options
@@ -257,6 +335,7 @@ async def bench(plane: ControlPlane, o: Options, results: dict[str, list[dict[st
     async with client:
         ctx = _Context(
             client,
+            plane,
             plane.kubeconfig,
             [plane.state.apiserver_pid, plane.state.etcd_pid],
             o,
@@ -270,10 +349,21 @@ async def bench(plane: ControlPlane, o: Options, results: dict[str, list[dict[st
         for n in o.ns:
             await create_workspaces(client, created, n)
             created = n
+            tidy_etcd(plane)
             expected = workload.initial_expectations(n)
             for run in range(1, o.runs + 1):
-                for name in o.controllers:
+                for name in _order(o.controllers, run):
                     await _measure(ctx, name, run, expected)
+
+
+def _order(controllers: list[str], run: int) -> list[str]:
+    """The contenders of one run; ours and the baseline swap places every other run,
+    so that neither always runs on the machine the other has just warmed up."""
+    order = list(controllers)
+    if run % 2 == 0 and OURS in order and BASELINE in order:
+        i, j = order.index(OURS), order.index(BASELINE)
+        order[i], order[j] = order[j], order[i]
+    return order
 
 
 async def _measure(ctx: _Context, name: str, run: int, expected: dict[workload.Key, str]) -> None:
@@ -283,14 +373,15 @@ async def _measure(ctx: _Context, name: str, run: int, expected: dict[workload.K
     limit = 2 * o.settings.quiet_cores
     for attempt in range(o.retries + 1):
         await reset_workspaces(ctx.client, len(expected))
+        tidy_etcd(ctx.plane)
         await anyio.sleep(QUIET_BEFORE_START)
-        conv, lat = await _attempt(ctx, name, run, expected)
-        loads = [r.foreign_cores or 0.0 for r in (conv, lat) if r is not None and r.ok]
+        conv, lats = await _attempt(ctx, name, run, expected)
+        results: list[Convergence | Latency] = [conv, *lats]
+        loads = [r.foreign_cores or 0.0 for r in results if r.ok]
         disturbed = max(loads, default=0.0)
         if disturbed <= limit or attempt == o.retries:
             ctx.results["convergence"].append(as_dict(conv))
-            if lat is not None:
-                ctx.results["latency"].append(as_dict(lat))
+            ctx.results["latency"] += [as_dict(lat) for lat in lats]
             # What is measured so far survives an interrupted run.
             partial = o.settings.out / "results.partial.json"
             partial.write_bytes(orjson.dumps(ctx.results))
@@ -300,37 +391,38 @@ async def _measure(ctx: _Context, name: str, run: int, expected: dict[workload.K
 
 async def _attempt(
     ctx: _Context, name: str, run: int, expected: dict[workload.Key, str]
-) -> tuple[Convergence, Latency | None]:
+) -> tuple[Convergence, list[Latency]]:
     s = ctx.o.settings
     n = len(expected)
     observer = StateObserver(ctx.client)
-    lat = None
+    lats: list[Latency] = []
     async with anyio.create_task_group() as tg:
         await tg.start(observer.run)
         conv, proc = await converge(
-            name, run, observer, expected, ctx.plane_pids, ctx.kubeconfig, s
+            name, run, ctx.client, observer, expected, ctx.plane_pids, ctx.kubeconfig, s
         )
         if conv.ok:
             log(
                 f"N={n} run {run} {name}: converged in {conv.converged_s:.2f}s "
                 f"({conv.objects_per_s:.0f}/s), first write {conv.startup_s:.2f}s, "
-                f"CPU {_fmt(conv.cpu_per_1000)} s/1000, RSS {_mib(conv.rss_bytes)} MiB, "
+                f"CPU {_fmt(conv.cpu_per_1000)} s/1000, RSS {_mib(conv.rss_bytes)} MiB "
+                f"(peak {_mib(conv.hwm_bytes)}), raw list {_fmt(conv.raw_list_s)}s, "
                 f"other load {_fmt(conv.foreign_cores)} cores"
             )
         else:
             log(f"N={n} run {run} {name}: FAILED: {conv.error}")
         try:
-            if (
-                proc is not None
-                and "latency" in ctx.o.scenarios
-                and n == ctx.o.latency_n
-                and name in WATCHING
-            ):
+            latency = "latency" in ctx.o.scenarios and n == ctx.o.latency_n and name in WATCHING
+            for rate in s.latency_rates if latency else ():
+                if proc is None or not proc.alive():
+                    break
                 lat = await measure_latency(
-                    ctx.client, proc, run, n, observer, ctx.plane_pids, s, ctx.rng
+                    ctx.client, proc, run, n, rate, observer, ctx.plane_pids, s, ctx.rng
                 )
+                lats.append(lat)
                 log(
-                    f"N={n} run {run} {name}: condition → state p50 {_fmt(lat.p50_ms)} "
+                    f"N={n} run {run} {name} at {rate:g}/s: condition → state p50 "
+                    f"{_fmt(lat.p50_ms)} "
                     f"p90 {_fmt(lat.p90_ms)} p99 {_fmt(lat.p99_ms)} ms over {lat.flips} "
                     f"flips ({lat.timeouts} unanswered); restore p50 "
                     f"{_fmt(lat.restore_p50_ms)} p99 {_fmt(lat.restore_p99_ms)} max "
@@ -344,7 +436,7 @@ async def _attempt(
                 if code not in (0, -15, 143):
                     log(f"{name} exited with {code} on SIGTERM")
         tg.cancel_scope.cancel()
-    return conv, lat
+    return conv, lats
 
 
 def _fmt(value: float | None) -> str:
@@ -417,11 +509,15 @@ def main(argv: list[str]) -> int:
         "settle": o.settings.settle,
         "quiet_cores": o.settings.quiet_cores,
         "quiet_timeout": o.settings.quiet_timeout,
-        "latency": f"N={o.latency_n:,}, {o.settings.latency_rate:g} KAITO writes/s "
-        f"(half flips, half same-state) for {o.settings.latency_duration:g} s",
+        "latency_n": o.latency_n,
+        "latency": f"N={o.latency_n:,}, "
+        + " and ".join(f"{r:g}" for r in o.settings.latency_rates)
+        + f" KAITO writes/s (half flips, half same-state), {o.settings.latency_duration:g} s "
+        "each",
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "argv": argv,
         "ours_args": list(o.settings.ours_args),
+        "baseline": str(o.settings.baseline) if o.settings.baseline else None,
     }
     results: dict[str, list[dict[str, Any]]] = {"convergence": [], "latency": []}
     began = time.monotonic()

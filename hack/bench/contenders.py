@@ -24,8 +24,13 @@ KOPF_PEER = ROOT / "hack" / "bench" / "peers" / "kopf_peer.py"
 RAW_LIMIT = ROOT / "hack" / "bench" / "raw_limit.py"
 
 RAW, OURS, CONTROLLER_RUNTIME, KOPF = "raw", "ours", "controller-runtime", "kopf"
-ALL = (RAW, OURS, CONTROLLER_RUNTIME, KOPF)
-WATCHING = (OURS, CONTROLLER_RUNTIME, KOPF)
+BASELINE = "baseline"
+"""Ours from another checkout (``--baseline DIR``), for paired before/after runs."""
+ALL = (RAW, OURS, BASELINE, CONTROLLER_RUNTIME, KOPF)
+DEFAULT = (RAW, OURS, CONTROLLER_RUNTIME, KOPF)
+PYTHON = (OURS, BASELINE)
+"""The contenders that are this project's operator (profiled with --profile)."""
+WATCHING = (OURS, BASELINE, CONTROLLER_RUNTIME, KOPF)
 """The controllers that react to changes; the raw limit only writes a list it is given."""
 
 STOP_TIMEOUT = 20.0
@@ -41,6 +46,7 @@ class Launch:
     job_path: Path | None = None  # raw only: the patches to send
     readyz: bool = False  # ours only: serves /readyz (on a port it logs)
     extra_args: tuple[str, ...] = ()  # appended to the command line (experiments)
+    cwd: Path = ROOT  # where ours runs `python -m controllers`: which checkout it is
 
 
 @dataclass
@@ -138,6 +144,7 @@ def _kopf(launch: Launch) -> tuple[list[str], dict[str, str]]:
 COMMANDS: dict[str, Callable[[Launch], tuple[list[str], dict[str, str]]]] = {
     RAW: _raw,
     OURS: _ours,
+    BASELINE: _ours,
     CONTROLLER_RUNTIME: _controller_runtime,
     KOPF: _kopf,
 }
@@ -155,7 +162,7 @@ def start(name: str, launch: Launch) -> Process:
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=ROOT,
+        cwd=launch.cwd,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
         start_new_session=True,
     )

@@ -136,7 +136,9 @@ class StateObserver:
                 await anyio.sleep(RETRY_DELAY)
 
     async def _relist(self) -> str:
-        items, rv = await self._client.list_all(WORKSPACE)
+        # Only what _observe reads is kept: at 100,000 workspaces the full objects of a
+        # listing would take over a GiB of the harness's memory.
+        items, rv = await self._client.list_all(WORKSPACE, transform=_slim)
         now = time.monotonic()
         for obj in items:
             self._observe(obj, now)
@@ -176,3 +178,13 @@ class StateObserver:
             if self.converged_at is None:
                 self.converged_at = now
             self.converged.set()
+
+
+def _slim(obj: Obj) -> Obj:
+    meta = obj["metadata"]
+    return {
+        "metadata": {
+            k: meta.get(k) for k in ("namespace", "name", "resourceVersion", "generation")
+        },
+        "status": {"status": (obj.get("status") or {}).get("status")},
+    }

@@ -12,6 +12,7 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import matplotlib  # type: ignore[import-not-found]  # in the bench venv only
 
@@ -22,52 +23,59 @@ ORDER = ("raw", "ours", "controller-runtime", "kopf")
 COLORS = {"raw": "#7f7f7f", "ours": "#1f77b4", "controller-runtime": "#2ca02c", "kopf": "#d62728"}
 
 
+def _ecdf(ax: Any, values: list[float], **style: Any) -> None:
+    values = sorted(values)
+    ys = [(i + 1) / len(values) for i in range(len(values))]
+    ax.step(values, ys, where="post", **style)
+
+
 def main(path: Path) -> Path:
     result = json.loads(path.read_text())
-    samples: dict[str, list[float]] = defaultdict(list)
-    restores: dict[str, list[float]] = defaultdict(list)
-    floor: list[float] = []
+    # (rate, controller) → samples; rows of runs before rates were recorded: rate 0.
+    samples: dict[tuple[float, str], list[float]] = defaultdict(list)
+    restores: dict[tuple[float, str], list[float]] = defaultdict(list)
+    floor: dict[float, list[float]] = defaultdict(list)
     for row in result["latency"]:
-        samples[row["controller"]] += row["samples_ms"]
-        restores[row["controller"]] += row.get("restore_samples_ms", [])
-        floor += row["floor_samples_ms"]
+        rate = row.get("target_rate") or 0.0
+        samples[rate, row["controller"]] += row["samples_ms"]
+        restores[rate, row["controller"]] += row.get("restore_samples_ms", [])
+        floor[rate] += row["floor_samples_ms"]
+    rates = sorted({rate for rate, _ in samples})
     # JSON keys: N is a string there.
-    rates: dict[str, dict[str, dict[str, float | None]]] = result["summary"]["convergence"]
+    rates_by_n: dict[str, dict[str, dict[str, float | None]]] = result["summary"]["convergence"]
 
-    fig, (ax_lat, ax_rate) = plt.subplots(1, 2, figsize=(13, 5))
-    for name in ORDER:
-        values = sorted(samples.get(name, []))
-        if not values:
-            continue
-        ys = [(i + 1) / len(values) for i in range(len(values))]
-        ax_lat.step(values, ys, where="post", label=f"{name} (n={len(values):,})",
-                    color=COLORS[name])  # fmt: skip
-        values = sorted(restores.get(name, []))
-        if values:
-            ys = [(i + 1) / len(values) for i in range(len(values))]
-            ax_lat.step(values, ys, where="post", label=f"{name}, restore blank window",
-                        color=COLORS[name], linestyle="--")  # fmt: skip
-    if floor:
-        values = sorted(floor)
-        ys = [(i + 1) / len(values) for i in range(len(values))]
-        ax_lat.step(values, ys, where="post", label="watch delivery floor", color="black",
-                    linestyle=":")  # fmt: skip
-    ax_lat.set_xscale("log")
-    ax_lat.set_xlabel(
-        "flip: KAITO's write → new status.status; dashed: status.status missing (ms, log)"
-    )
-    ax_lat.set_ylabel("fraction of writes")
-    ax_lat.set_title(f"Steady-state latency ({result['meta']['latency']})")
-    for q in (0.5, 0.9, 0.99):
-        ax_lat.axhline(q, color="#cccccc", linewidth=0.8)
-    ax_lat.legend(loc="upper left")
-    ax_lat.grid(True, which="both", axis="x", color="#eeeeee")
+    fig, grid = plt.subplots(1, len(rates) + 1, figsize=(6.5 * (len(rates) + 1), 5), squeeze=False)
+    axes = list(grid[0])
+    for ax_lat, rate in zip(axes[:-1], rates, strict=True):
+        for name in ORDER:
+            values = samples.get((rate, name), [])
+            if values:
+                _ecdf(ax_lat, values, label=f"{name} (n={len(values):,})", color=COLORS[name])
+            values = restores.get((rate, name), [])
+            if values:
+                _ecdf(ax_lat, values, label=f"{name}, blank window after a restore",
+                      color=COLORS[name], linestyle="--")  # fmt: skip
+        if floor[rate]:
+            _ecdf(ax_lat, floor[rate], label="watch delivery floor", color="black",
+                  linestyle=":")  # fmt: skip
+        ax_lat.set_xscale("log")
+        ax_lat.set_xlabel(
+            "flip: KAITO's write → new status.status; dashed: status.status missing (ms, log)"
+        )
+        ax_lat.set_ylabel("fraction of writes")
+        n = result["meta"].get("latency_n")
+        ax_lat.set_title(f"{rate:g} KAITO writes/s" + (f", N={n:,}" if n else ""))
+        for q in (0.5, 0.9, 0.99):
+            ax_lat.axhline(q, color="#cccccc", linewidth=0.8)
+        ax_lat.legend(loc="upper left", fontsize=8)
+        ax_lat.grid(True, which="both", axis="x", color="#eeeeee")
 
+    ax_rate = axes[-1]
     ns = result["summary"]["ns"]
-    names = [c for c in ORDER if c in rates]
+    names = [c for c in ORDER if c in rates_by_n]
     width = 0.8 / max(1, len(names))
     for i, name in enumerate(names):
-        heights = [rates[name][str(n)]["objects_per_s"] or 0 for n in ns]
+        heights = [rates_by_n[name][str(n)]["objects_per_s"] or 0 for n in ns]
         xs = [j + i * width for j in range(len(ns))]
         ax_rate.bar(xs, heights, width, label=name, color=COLORS[name])
     ax_rate.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(ns))])

@@ -20,6 +20,7 @@ import aiohttp
 import anyio
 import orjson
 
+from controllers.workspace.reconciler import WORKSPACE
 from e2e.kaito import KaitoWriter
 from hack.bench import contenders, procstat, workload
 from hack.bench.contenders import RAW, Launch, Process
@@ -27,9 +28,17 @@ from hack.bench.observer import StateObserver
 from reconciler.client import Client
 from reconciler.envtest.oplog import served_ports
 from reconciler.errors import ApiError, TransportError
+from reconciler.resource import CORE_EVENT
 
 READYZ_POLL = 0.02
 QUIET_WINDOW = 2.0
+LIST_PAGE = 500  # ours' and client-go's page size
+
+
+def convergence_timeout(n: int) -> float:
+    """Seconds a contender gets to converge ``n`` workspaces: a minute to start, then
+    20 objects/s, a tenth of what the slowest contender reaches on a 2-core machine."""
+    return 60.0 + 0.05 * n
 
 
 def log(message: str) -> None:
@@ -65,14 +74,15 @@ async def wait_quiet(pids: list[int], s: Settings) -> float:
 class Settings:
     workers: int
     settle: float  # seconds of quiet after convergence before memory is read
-    latency_rate: float  # KAITO status writes per second, half flips, half same-state
-    latency_duration: float  # seconds
+    latency_rates: tuple[float, ...]  # KAITO status writes per second, one phase each
+    latency_duration: float  # seconds per rate
     flip_timeout: float  # a write not answered by then counts as a failure
-    profile: bool  # py-spy record ours during convergence
+    profile: bool  # py-spy record ours during convergence and each latency phase
     out: Path
     quiet_cores: float = 0.25  # start only when other processes use less than this
     quiet_timeout: float = 900.0  # then start anyway; the result says how loaded it was
     ours_args: tuple[str, ...] = ()  # extra flags for ours (experiments)
+    baseline: Path | None = None  # the checkout the baseline contender runs from
 
 
 @dataclass
@@ -83,6 +93,10 @@ class Convergence:
     ok: bool = False
     error: str = ""
     startup_s: float | None = None  # spawn → first status.status seen on the watch
+    # A paginated LIST of every workspace (500 a page, as the contenders list), timed by
+    # the harness just before the spawn: what no controller's start can beat.
+    raw_list_s: float | None = None
+    startup_over_list: float | None = None  # startup_s / raw_list_s
     readyz_s: float | None = None  # spawn → /readyz 200 (ours only)
     converged_s: float | None = None  # spawn → last workspace in its state
     objects_per_s: float | None = None  # n / converged_s
@@ -93,6 +107,9 @@ class Convergence:
     rss_bytes: int | None = None  # after settling
     hwm_bytes: int | None = None  # peak RSS
     apiserver_cpu_per_1000: float | None = None  # kube-apiserver + etcd, first write → done
+    # core/v1 Events the contender wrote from its spawn until it settled, per 1,000
+    # workspaces: ours writes one per state change, which the peers do not.
+    events_per_1000: float | None = None
     foreign_cores: float | None = None  # other processes' load during the measurement
     waited_quiet_s: float = 0.0  # how long the start waited for the machine to be quiet
 
@@ -102,6 +119,7 @@ class Latency:
     controller: str
     n: int
     run: int
+    target_rate: float = 0.0  # KAITO writes per second asked for
     ok: bool = False
     error: str = ""
     writes: int = 0  # KAITO status writes started: flips + same_state
@@ -109,7 +127,8 @@ class Latency:
     same_state: int = 0  # writes that keep it (KAITO's reconcile-error suffix on or off)
     timeouts: int = 0  # flips whose new state never showed on the watch
     unrestored: int = 0  # same-state writes after which status.status never came back
-    skipped: int = 0
+    skipped: int = 0  # writes not made: no idle workspace, or nothing to change
+    unchanged: int = 0  # of those, KAITO found nothing to change (the harness's mistake)
     rate: float = 0.0  # KAITO writes per second achieved
     # Condition → state: from the flip's PUT response to the new state on the watch.
     p50_ms: float | None = None
@@ -132,6 +151,7 @@ class Latency:
     conflicts: int = 0  # 409s the KAITO writer met (someone wrote between its GET and PUT)
     retries: int = 0  # its DefaultRetry attempts after a 409 (or 429/503/ServerTimeout)
     cpu_per_1000: float | None = None  # controller CPU per 1,000 KAITO writes
+    events_per_1000: float | None = None  # Events the controller wrote per 1,000 writes
     foreign_cores: float | None = None  # other processes' load during the measurement
     samples_ms: list[float] = field(default_factory=list)
     floor_samples_ms: list[float] = field(default_factory=list)
@@ -230,9 +250,46 @@ class _Profiler:
             self._proc.wait()
 
 
+async def event_counts(client: Client) -> dict[str, int]:
+    """uid → count of every core/v1 Event in the benchmark's namespaces. The Events a
+    contender wrote in between two of these are the new uids plus the count increases
+    (client-go's aggregation patches count). An Event the server expires (after an
+    hour) meanwhile only leaves the second snapshot, so it is never counted negative."""
+    counts: dict[str, int] = {}
+    for ns in workload.NAMESPACES:
+        token: str | None = None
+        while True:
+            page = await client.list(CORE_EVENT, ns, limit=LIST_PAGE, continue_=token)
+            for ev in page.get("items") or ():
+                counts[ev["metadata"]["uid"]] = int(ev.get("count") or 1)
+            token = (page.get("metadata") or {}).get("continue") or None
+            if not token:
+                break
+    return counts
+
+
+def events_between(before: dict[str, int], after: dict[str, int]) -> int:
+    return sum(max(0, count - before.get(uid, 0)) for uid, count in after.items())
+
+
+async def time_raw_list(client: Client) -> float:
+    """Seconds a paginated LIST of every workspace takes (500 a page, each page read and
+    decoded, then dropped): the floor under any controller's start, which must list
+    them all before it can decide anything."""
+    began = time.monotonic()
+    token: str | None = None
+    while True:
+        page = await client.list(WORKSPACE, limit=LIST_PAGE, continue_=token)
+        token = (page.get("metadata") or {}).get("continue") or None
+        del page
+        if not token:
+            return time.monotonic() - began
+
+
 async def converge(
     name: str,
     run: int,
+    client: Client,
     observer: StateObserver,
     expected: dict[workload.Key, str],
     plane_pids: list[int],
@@ -248,23 +305,28 @@ async def converge(
     result = Convergence(name, n, run)
     tag = f"{name}-n{n}-run{run}"
     launch = Launch(kubeconfig, s.workers, s.out / "logs" / f"{tag}.log")
-    if name == contenders.OURS:
+    if name in contenders.PYTHON:
         launch.extra_args = s.ours_args
+    if name == contenders.BASELINE and s.baseline is not None:
+        launch.cwd = s.baseline
     if name == RAW:
         launch.job_path = s.out / "logs" / f"{tag}.job.json"
         write_raw_job(launch.job_path, observer, expected)
     own = [os.getpid(), *plane_pids]
     result.waited_quiet_s = await wait_quiet(own, s)
+    if name != RAW:
+        result.raw_list_s = await time_raw_list(client)
+    events_before = await event_counts(client)
     observer.expect(expected)
     plane_cpu0 = sum(procstat.cpu_seconds(p) for p in plane_pids)
     meter = procstat.ForeignLoad(own)
     proc = contenders.start(name, launch)
     meter.add(proc.pid)
-    timeout = 60.0 + 0.05 * n
+    timeout = convergence_timeout(n)
     cpu_first: float | None = None
     plane_first = plane_cpu0
     profiler = None
-    if s.profile and name == contenders.OURS:
+    if s.profile and name in contenders.PYTHON:
         (s.out / "profiles").mkdir(parents=True, exist_ok=True)
         profiler = _Profiler(proc.pid, s.out / "profiles" / f"{tag}.pyspy.txt")
         meter.add(profiler.pid)
@@ -325,6 +387,8 @@ async def converge(
     result.foreign_cores = meter.cores()
     result.ok = True
     result.startup_s = observer.first_write_at - proc.started_at
+    if result.raw_list_s:
+        result.startup_over_list = result.startup_s / result.raw_list_s
     result.converged_s = observer.converged_at - proc.started_at
     result.objects_per_s = n / result.converged_s
     span = observer.converged_at - observer.first_write_at
@@ -340,6 +404,7 @@ async def converge(
             result.cpu_per_1000 = result.cpu_bulk_s / n * 1000
         proc.stop()
         return result, None
+    result.events_per_1000 = events_between(events_before, await event_counts(client)) / n * 1000
     sample = proc.sample()
     if sample is not None and cpu_first is not None:
         result.cpu_total_s = sample.cpu_seconds
@@ -355,12 +420,13 @@ async def measure_latency(
     proc: Process,
     run: int,
     n: int,
+    rate: float,
     observer: StateObserver,
     plane_pids: list[int],
     s: Settings,
     rng: random.Random,
 ) -> Latency:
-    """Write conditions on random inference workspaces at a fixed rate, as KAITO writes
+    """Write conditions on random inference workspaces at ``rate`` a second, as KAITO writes
     them (GET, then a PUT of the typed status with the read resourceVersion, retried on
     409), alternately flipping the state and keeping it.
 
@@ -370,7 +436,7 @@ async def measure_latency(
     workspace gets its next write only once the last one is answered, so each window is
     one write's.
     """
-    result = Latency(proc.name, n, run)
+    result = Latency(proc.name, n, run, target_rate=rate)
     kaito = KaitoWriter(client, field_manager=workload.KAITO_FIELD_MANAGER, deadline=s.flip_timeout)
     busy: set[int] = set()
     # Workspaces whose messages carry KAITO's reconcile-error suffix: the next same-state
@@ -380,6 +446,13 @@ async def measure_latency(
     own = [os.getpid(), *plane_pids, proc.pid]
     await wait_quiet(own, s)
     meter = procstat.ForeignLoad(own)
+    profiler = None
+    if s.profile and proc.name in contenders.PYTHON:
+        (s.out / "profiles").mkdir(parents=True, exist_ok=True)
+        out = s.out / "profiles" / f"{proc.name}-n{n}-run{run}-latency{rate:g}.pyspy.txt"
+        profiler = _Profiler(proc.pid, out)
+        meter.add(profiler.pid)
+    events_before = await event_counts(client)
     before = proc.sample()
     disappeared_before = observer.disappearances
 
@@ -404,14 +477,18 @@ async def measure_latency(
             waiter = observer.wait_for(key, expected, after_blank=not flip)
             answer = await kaito.replace_conditions(key.namespace, key.name, *conditions)
             written_at = time.monotonic()
-            if "status" in (answer.get("status") or {}):
-                # A PUT's answer never has the field: this is the object read, unchanged.
-                unanswered(flip, f"{kind} of {key}: KAITO's write changed nothing")
-                return
-            if flip or not add_suffix:
-                with_error.discard(index)
-            else:
+            # What the workspace's messages carry now, from the server: an earlier write
+            # that failed on the way (a timeout under overload) may have landed or not.
+            if workload.has_error_suffix((answer.get("status") or {}).get("conditions")):
                 with_error.add(index)
+            else:
+                with_error.discard(index)
+            if "status" in (answer.get("status") or {}):
+                # A PUT's answer never has the field: this is the object read, unchanged,
+                # because the harness's idea of it was out of date. Nothing was written.
+                result.skipped += 1
+                result.unchanged += 1
+                return
             rv = answer["metadata"]["resourceVersion"]
             with anyio.move_on_after(s.flip_timeout):
                 await waiter.done.wait()
@@ -435,10 +512,10 @@ async def measure_latency(
             busy.discard(index)
 
     start = time.monotonic()
-    total = int(s.latency_rate * s.latency_duration)
+    total = int(rate * s.latency_duration)
     async with anyio.create_task_group() as tg:
         for i in range(total):
-            delay = start + i / s.latency_rate - time.monotonic()
+            delay = start + i / rate - time.monotonic()
             if delay > 0:
                 await anyio.sleep(delay)
             index = workload.pick_inference(n, busy, rng)
@@ -455,6 +532,8 @@ async def measure_latency(
             tg.start_soon(one_write, index, flip)
     elapsed = time.monotonic() - start
     after = proc.sample()
+    if profiler is not None:
+        profiler.stop()
     result.disappearances = observer.disappearances - disappeared_before
     result.conflicts = kaito.stats.conflicts
     result.retries = kaito.stats.retries
@@ -478,8 +557,14 @@ async def measure_latency(
         result.flip_blank_max_ms = max(result.flip_blank_samples_ms)
     if result.restore_p99_ms is not None and result.p99_ms:
         result.restore_over_decide_p99 = result.restore_p99_ms / result.p99_ms
-    if before is not None and after is not None and result.writes:
-        result.cpu_per_1000 = (after.cpu_seconds - before.cpu_seconds) / result.writes * 1000
+    made = result.writes - result.unchanged
+    if before is not None and after is not None and made:
+        result.cpu_per_1000 = (after.cpu_seconds - before.cpu_seconds) / made * 1000
+    if made:
+        # Read after the last write was answered; the recorder writes in the background,
+        # so an Event still queued then is not counted.
+        events = events_between(events_before, await event_counts(client))
+        result.events_per_1000 = events / made * 1000
     # Every version without the field must be one of the harness's writes, each measured
     # or counted as unanswered; more means a contender dropped the field itself.
     accounted = (

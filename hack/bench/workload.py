@@ -275,6 +275,14 @@ def same_state(index: int, current: str | None, *, with_error: bool) -> tuple[li
     return conditions, state
 
 
+def has_error_suffix(conditions: object) -> bool:
+    """Whether KAITO's reconcile-error suffix is on the messages of ``conditions``."""
+    return isinstance(conditions, list) and any(
+        isinstance(c, dict) and str(c.get("message", "")).endswith(RECONCILE_ERROR_SUFFIX)
+        for c in conditions
+    )
+
+
 def pick_inference(n: int, busy: set[int], rng: random.Random) -> int | None:
     """A random inference workspace among the first ``n`` that is not being written."""
     for _ in range(64):
