@@ -103,16 +103,6 @@ class RateLimitingQueue(Generic[T]):
 
     All methods are meant to be called from one event loop; concurrent ``get`` callers
     are safe because state only changes between awaits.
-
-    Wake-ups (what each waiting task is woken for, so that an idle pool of workers costs
-    nothing per item):
-
-    - a getter waits on an event of its own; an item entering the queue wakes the
-      longest-waiting getter only (client-go's ``cond.Signal``), not every idle worker;
-      a getter cancelled after being woken passes the wake-up on while items remain;
-    - a new earliest ready time (``add_after`` moving the next deadline earlier) and
-      shutdown wake every getter and :meth:`run`, whose timeouts are then stale;
-    - :meth:`shut_down_with_drain` is woken when the last processing item is done.
     """
 
     def __init__(
@@ -140,10 +130,7 @@ class RateLimitingQueue(Generic[T]):
 
         self._shutting_down = False
         self._draining = False
-        # Getters waiting for an item, longest-waiting first; each waits on its own event.
-        self._getters: deque[anyio.Event] = deque()
-        # Set and dropped by _notify; created only when someone has to wait: run() and
-        # shut_down_with_drain wait on it.
+        # Set and dropped by _notify; created only when someone has to wait.
         self._wakeup: anyio.Event | None = None
 
     # -- adding ---------------------------------------------------------------------------
@@ -157,7 +144,7 @@ class RateLimitingQueue(Generic[T]):
         if item in self._processing:
             return
         self._queue.append(item)
-        self._wake_getter()
+        self._notify()
 
     def add_after(self, item: T, delay: float) -> None:
         """Add ``item`` once ``delay`` seconds have passed (now if ``delay <= 0``).
@@ -175,12 +162,9 @@ class RateLimitingQueue(Generic[T]):
         if current is not None and current <= ready_at:
             return
         self._waiting[item] = ready_at
-        heap = self._delay_heap
-        # Only a new earliest ready time makes the sleepers' deadlines stale.
-        earliest = not heap or ready_at < heap[0][0]
-        heapq.heappush(heap, (ready_at, next(self._insertions), item))
-        if earliest:
-            self._notify()
+        heapq.heappush(self._delay_heap, (ready_at, next(self._insertions), item))
+        # A getter may be sleeping until a later ready time.
+        self._notify()
 
     def add_rate_limited(self, item: T) -> None:
         """Add ``item`` after the delay its rate limiter asks for (a retry)."""
@@ -216,19 +200,9 @@ class RateLimitingQueue(Generic[T]):
                 return item
             if self._shutting_down:
                 raise QueueShutDown
-            woken = anyio.Event()
-            self._getters.append(woken)
-            try:
-                # None means no deadline: nothing is delayed, only an add can help.
-                with anyio.move_on_after(self._time_until_next_ready()):
-                    await woken.wait()
-            except BaseException:
-                if woken.is_set() and self._queue:
-                    self._wake_getter()  # the item it was woken for is still there
-                raise
-            finally:
-                if not woken.is_set():
-                    self._getters.remove(woken)
+            # None means no deadline: nothing is delayed, only _notify() can help.
+            with anyio.move_on_after(self._time_until_next_ready()):
+                await self._wait()
 
     def done(self, item: T) -> None:
         """Finish processing ``item``; if it was added meanwhile it is queued again."""
@@ -238,8 +212,8 @@ class RateLimitingQueue(Generic[T]):
         self._metrics.done(item)
         if item in self._dirty:
             self._queue.append(item)
-            self._wake_getter()
-        elif not self._processing and self._draining:
+            self._notify()
+        elif not self._processing:
             # shut_down_with_drain waits for this.
             self._notify()
 
@@ -326,15 +300,8 @@ class RateLimitingQueue(Generic[T]):
             self._wakeup = anyio.Event()
         await self._wakeup.wait()
 
-    def _wake_getter(self) -> None:
-        """Wake the longest-waiting getter, if any."""
-        if self._getters:
-            self._getters.popleft().set()
-
     def _notify(self) -> None:
-        """Wake every getter and every task in _wait(); later waiters get fresh events."""
-        while self._getters:
-            self._getters.popleft().set()
+        """Wake every task in _wait(); later waiters get a fresh event."""
         if self._wakeup is not None:
             self._wakeup.set()
             self._wakeup = None

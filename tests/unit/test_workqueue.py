@@ -189,34 +189,6 @@ async def test_cancelled_get_loses_no_item() -> None:
     assert await get(queue) == "a"
 
 
-async def test_a_getter_cancelled_after_its_wake_up_passes_the_item_on() -> None:
-    """An add wakes one getter only; if that one is cancelled before it takes the item,
-    another waiting getter must get it, or the item would sit in the queue unserved."""
-    queue = make_queue()
-    received: list[str] = []
-    first = anyio.CancelScope()
-
-    async def cancellable_worker() -> None:
-        with first:
-            received.append(await queue.get())
-
-    async def worker() -> None:
-        received.append(await queue.get())
-
-    with anyio.fail_after(DEADLINE):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(cancellable_worker)
-            await anyio.wait_all_tasks_blocked()
-            tg.start_soon(worker)
-            await anyio.wait_all_tasks_blocked()
-            # The cancellation is delivered first, but the first getter has not run yet
-            # and is still the longest-waiting one: the add wakes it.
-            first.cancel()
-            queue.add("a")
-    assert received == ["a"]
-    assert first.cancelled_caught
-
-
 async def test_processing_ages_report_how_long_each_holder_has_held() -> None:
     clock = FakeClock()
     queue = make_queue(clock)
