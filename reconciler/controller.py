@@ -99,6 +99,11 @@ class Controller:
             metrics=metrics.queue_metrics(name) if metrics else None,
         )
         self._informers: list[Informer] = []
+        # Handlers wait for run(): a controller that is not running (a standby replica's,
+        # before it leads) must not queue every change meanwhile. The informer replays
+        # its store to a late handler, so nothing is missed.
+        self._pending_handlers: list[tuple[Informer, EnqueueHandler]] = []
+        self._running = False
         self._stopping = False
         self._log = log.bind(controller=name)
         if metrics:
@@ -110,9 +115,15 @@ class Controller:
         mapper: Mapper = enqueue_for_object,
         predicates: Sequence[Predicate] = (),
     ) -> None:
-        """Feed events from ``informer`` through ``predicates`` and ``mapper`` into the queue."""
+        """Feed events from ``informer`` through ``predicates`` and ``mapper`` into the queue,
+        from when the controller runs (at once if it already does): then the objects the
+        informer holds come first, as adds."""
         self._informers.append(informer)
-        informer.add_handler(EnqueueHandler(self.queue, mapper, predicates))
+        handler = EnqueueHandler(self.queue, mapper, predicates)
+        if self._running:
+            informer.add_handler(handler)
+        else:
+            self._pending_handlers.append((informer, handler))
 
     def stop(self) -> None:
         """Stop taking work: queued requests stay unprocessed, in-flight ones finish."""
@@ -120,7 +131,12 @@ class Controller:
         self.queue.shut_down()
 
     async def run(self) -> None:
-        """Wait for this controller's informers, then reconcile until stopped or cancelled."""
+        """Start taking events from the informers, wait for them to sync, then reconcile
+        until stopped or cancelled."""
+        self._running = True
+        pending, self._pending_handlers = self._pending_handlers, []
+        for informer, handler in pending:
+            informer.add_handler(handler)
         with anyio.move_on_after(self.options.cache_sync_timeout) as scope:
             for inf in self._informers:
                 await inf.wait_synced()

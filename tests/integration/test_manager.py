@@ -277,6 +277,16 @@ async def lease_holder(k8s: Client, namespace: str) -> str:
     return str(lease["spec"].get("holderIdentity") or "")
 
 
+def queue_depth(mgr: Manager) -> float:
+    """workqueue_depth summed over the manager's controllers."""
+    return sum(
+        sample.value
+        for family in mgr.registry.collect()
+        if family.name == "workqueue_depth"
+        for sample in family.samples
+    )
+
+
 async def test_only_the_leader_reconciles_and_shutdown_hands_over(
     k8s: Client, second: Client, namespace: str
 ) -> None:
@@ -315,6 +325,8 @@ async def test_only_the_leader_reconciles_and_shutdown_hands_over(
         # The follower's informer has seen the same objects, but nothing was reconciled.
         await eventually(lambda: len(follower.cache.list_nowait(CONFIG_MAP, namespace)) == 2)
         assert recorders[follower_id].calls == []
+        # ...and not queued either: its controller takes events only once it runs.
+        assert queue_depth(follower) == 0
 
         leader_run = next(r for r in runs if r.mgr is leader)
         stepped_down = time.monotonic()

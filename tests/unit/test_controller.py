@@ -91,6 +91,7 @@ class StubInformer:
 
     def __init__(self, synced: bool = True) -> None:
         self.handlers: list[EventHandler] = []
+        self.store: list[Obj] = []
         self._synced = anyio.Event()
         if synced:
             self._synced.set()
@@ -106,9 +107,13 @@ class StubInformer:
         await self._synced.wait()
 
     def add_handler(self, handler: EventHandler) -> None:
+        # As the informer does: a late handler first gets what the store holds.
         self.handlers.append(handler)
+        for obj in self.store:
+            handler.on_add(obj, True)
 
     def emit_add(self, obj: Obj) -> None:
+        self.store.append(obj)
         for h in self.handlers:
             h.on_add(obj, False)
 
@@ -468,6 +473,33 @@ async def test_run_waits_for_its_informers_to_sync_before_reconciling() -> None:
         assert rec.calls == []
         assert len(controller.queue) == 1
         stub.mark_synced()
+        await wait_until(lambda: rec.calls == [A])
+
+
+async def test_a_controller_queues_nothing_until_it_runs_then_starts_from_the_store() -> None:
+    """A standby replica (not the leader) does not run its controllers: their queues must
+    not fill with every change meanwhile. When the controller starts, the informer hands
+    it what it holds, as controller-runtime starts a controller's sources."""
+    stub = StubInformer()
+    rec = Scripted(succeed)
+    controller = Controller(NAME, rec)
+    controller.watch(as_informer(stub))
+    stub.emit_add(cm("a"))
+    assert len(controller.queue) == 0
+    async with running(controller):
+        await wait_until(lambda: rec.calls == [A])
+        stub.emit_add(cm("b"))
+        await wait_until(lambda: rec.calls == [A, B])
+
+
+async def test_a_watch_added_to_a_running_controller_takes_effect_at_once() -> None:
+    stub = StubInformer()
+    rec = Scripted(succeed)
+    controller = Controller(NAME, rec)
+    async with running(controller):
+        await settle()
+        stub.emit_add(cm("a"))
+        controller.watch(as_informer(stub))
         await wait_until(lambda: rec.calls == [A])
 
 
