@@ -133,10 +133,7 @@ class Controller:
     async def run(self) -> None:
         """Start taking events from the informers, wait for them to sync, then reconcile
         until stopped or cancelled."""
-        self._running = True
-        pending, self._pending_handlers = self._pending_handlers, []
-        for informer, handler in pending:
-            informer.add_handler(handler)
+        self._start_watching()
         with anyio.move_on_after(self.options.cache_sync_timeout) as scope:
             for inf in self._informers:
                 await inf.wait_synced()
@@ -156,6 +153,13 @@ class Controller:
                     workers.start_soon(self._worker)
             tg.cancel_scope.cancel()
         self._log.info("workers stopped")
+
+    def _start_watching(self) -> None:
+        """Add the handlers ``watch`` held back: from now on events reach the queue."""
+        self._running = True
+        pending, self._pending_handlers = self._pending_handlers, []
+        for informer, handler in pending:
+            informer.add_handler(handler)
 
     async def _worker(self) -> None:
         while not self._stopping:

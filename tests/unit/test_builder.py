@@ -64,6 +64,9 @@ def seed(mgr: Manager, rt: ResourceType, *objs: Obj) -> None:
 
 
 async def queued(controller: Controller) -> set[Request]:
+    """What the controller queues from the objects its informers hold, once it takes
+    events (what run() starts with, here without workers)."""
+    controller._start_watching()
     out: set[Request] = set()
     with anyio.fail_after(5):
         while len(controller.queue):
@@ -141,7 +144,9 @@ async def test_a_rejected_duplicate_leaves_no_trace(mgr: Manager) -> None:
             ControllerOptions(max_concurrent_reconciles=7)
         ).complete(Noop())
     labels = {"name": "dup", "controller": "dup"}
-    # The rejected controller's handler fed its own queue, whose metrics share the series.
+    first._start_watching()
+    # Only the first controller's handler feeds the series (the rejected one's would
+    # share it and count twice).
     assert mgr.registry.get_sample_value("workqueue_adds_total", labels) == len(first.queue) == 1
     assert (
         mgr.registry.get_sample_value(
