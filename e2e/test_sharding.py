@@ -340,7 +340,10 @@ async def test_label_shards_write_their_own_workspaces_and_a_relabelled_one_move
         tg.cancel_scope.cancel()
     assert auditor.illegal == []
 
-    await wait_audited(audited_plane.audit_log, ns, "moving", kept)
+    # Each workspace's last write may reach the audit log after another's: wait for
+    # every one of them, not only the last write made here.
+    for name in LABELLED:
+        await wait_audited(audited_plane.audit_log, ns, name, await client.get(WORKSPACE, name, ns))
     writes = audited_writes(audited_plane.audit_log, ns)
     by_name = chains(writes)
 
