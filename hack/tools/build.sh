@@ -32,6 +32,16 @@ pinned() {
   awk -v m="$2" '$1 == "require" {$1 = ""; $0 = $0} $1 == m {print $2; exit}' "$here/$1/go.mod"
 }
 
+# module_dir MODULE_DIR MODULE: where the Go module cache holds the MODULE that
+# MODULE_DIR/go.mod pins (downloaded if missing); fails when it cannot be downloaded.
+module_dir() {
+  local dir
+  dir=$(cd "$here/$1" && go mod download -json "$2" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [[ -n "$dir" ]] || { echo "could not download $2 (pinned in hack/tools/$1/go.mod)" >&2; return 1; }
+  echo "$dir"
+}
+
 # up_to_date NAME WANT: NAME is in $out with the stamp WANT.
 up_to_date() { [[ -e "$out/$1" && -f "$out/.$1.version" && "$(cat "$out/.$1.version")" == "$2" ]]; }
 
@@ -75,10 +85,7 @@ if up_to_date prometheus-operator-crds "$want"; then
   echo "prometheus-operator $operator_version CRDs up to date"
 else
   echo "fetching the ServiceMonitor and PrometheusRule CRDs of prometheus-operator $operator_version"
-  dir=$(cd "$here/prometheus-operator" &&
-    go mod download -json github.com/prometheus-operator/prometheus-operator |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [[ -n "$dir" ]] || { echo "could not download prometheus-operator $operator_version" >&2; exit 1; }
+  dir=$(module_dir prometheus-operator github.com/prometheus-operator/prometheus-operator)
   rm -rf "$out/prometheus-operator-crds"
   mkdir -p "$out/prometheus-operator-crds"
   for kind in servicemonitors prometheusrules; do
@@ -94,10 +101,7 @@ if up_to_date cert-manager-crds "$want"; then
   echo "cert-manager $cert_manager_version CRDs up to date"
 else
   echo "fetching the CRDs of cert-manager $cert_manager_version"
-  dir=$(cd "$here/cert-manager" &&
-    go mod download -json github.com/cert-manager/cert-manager |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [[ -n "$dir" ]] || { echo "could not download cert-manager $cert_manager_version" >&2; exit 1; }
+  dir=$(module_dir cert-manager github.com/cert-manager/cert-manager)
   rm -rf "$out/cert-manager-crds"
   mkdir -p "$out/cert-manager-crds"
   install -m 0644 "$dir"/deploy/crds/*.yaml "$out/cert-manager-crds/"
