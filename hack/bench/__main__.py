@@ -38,6 +38,7 @@ from e2e.kaito import KaitoWriter
 from hack.bench import contenders, report, workload
 from hack.bench.contenders import ALL, BASELINE, DEFAULT, OURS, WATCHING
 from hack.bench.observer import StateObserver
+from hack.bench.pool import bounded
 from hack.bench.scenarios import (
     Convergence,
     Latency,
@@ -204,21 +205,6 @@ def parse_args(argv: list[str]) -> Options:
     )
 
 
-async def _bounded(total: int, fn: Any, concurrency: int = CREATE_CONCURRENCY) -> None:
-    """Call ``await fn(i)`` for i in range(total), ``concurrency`` at a time (a pool of
-    workers, not a task per call: 100,000 waiting tasks would cost the harness
-    hundreds of MiB)."""
-    indices = iter(range(total))
-
-    async def worker() -> None:
-        for i in indices:
-            await fn(i)
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(min(concurrency, total)):
-            tg.start_soon(worker)
-
-
 class _AlreadyRead:
     """What ``KaitoWriter`` reads and writes through, where the harness's own request has
     just returned the object: KAITO's first GET of it is answered with that answer.
@@ -266,7 +252,7 @@ async def create_workspaces(client: Client, start: int, stop: int) -> None:
         )
 
     began = time.monotonic()
-    await _bounded(stop - start, create)
+    await bounded(stop - start, create, CREATE_CONCURRENCY)
     log(f"created workspaces {start}..{stop - 1} in {time.monotonic() - began:.1f}s")
 
 
@@ -296,7 +282,7 @@ async def reset_workspaces(client: Client, n: int) -> None:
         )
 
     began = time.monotonic()
-    await _bounded(n, reset)
+    await bounded(n, reset, CREATE_CONCURRENCY)
     log(f"reset {n} workspaces in {time.monotonic() - began:.1f}s")
 
 

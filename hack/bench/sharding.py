@@ -45,6 +45,7 @@ from e2e.harness import sum_samples
 from e2e.kaito import KaitoWriter
 from hack.bench import procstat, workload
 from hack.bench.observer import StateObserver
+from hack.bench.pool import bounded
 from reconciler.client import Client
 from reconciler.envtest.controlplane import ControlPlane
 from reconciler.envtest.oplog import served_ports
@@ -157,19 +158,6 @@ def _start(kubeconfig: Path, flags: list[str], log_path: Path) -> _Process:
     return _Process(flags, proc, log_path)
 
 
-async def _bounded(total: int, fn: Any) -> None:
-    """``await fn(i)`` for every i < total, CONCURRENCY at a time."""
-    indices = iter(range(total))
-
-    async def worker() -> None:
-        for i in indices:
-            await fn(i)
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(min(CONCURRENCY, total)):
-            tg.start_soon(worker)
-
-
 async def create(client: Client, n: int) -> None:
     kaito = KaitoWriter(client, field_manager=workload.KAITO_FIELD_MANAGER)
     for ns in workload.NAMESPACES:
@@ -187,7 +175,7 @@ async def create(client: Client, n: int) -> None:
         )
 
     began = time.monotonic()
-    await _bounded(n, one)
+    await bounded(n, one, CONCURRENCY)
     log(f"created {n} workspaces in {time.monotonic() - began:.0f}s")
 
 
@@ -210,7 +198,7 @@ async def reset(client: Client, n: int) -> None:
         )
 
     began = time.monotonic()
-    await _bounded(n, one)
+    await bounded(n, one, CONCURRENCY)
     log(f"reset {n} workspaces in {time.monotonic() - began:.0f}s")
 
 
