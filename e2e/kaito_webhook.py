@@ -44,8 +44,8 @@ from typing import Any
 from e2e.harness import ROOT, WORKSPACE, eventually
 from reconciler.client import Client
 from reconciler.envtest._certs import TinyCA
+from reconciler.envtest.webhook import VALIDATING_WEBHOOK_CONFIGURATION
 from reconciler.errors import ApiError, NotFound
-from reconciler.resource import ResourceType
 
 __all__ = [
     "LOAD_TIMEOUT",
@@ -64,13 +64,6 @@ Obj = dict[str, Any]
 WEBHOOK_NAME = "validation.workspace.kaito.sh"
 """The configuration's and its one webhook's name, as KAITO's chart and knative use it."""
 PATH = "/validate/workspace.kaito.sh"
-VALIDATING_WEBHOOK_CONFIGURATION = ResourceType(
-    "admissionregistration.k8s.io",
-    "v1",
-    "ValidatingWebhookConfiguration",
-    "validatingwebhookconfigurations",
-    namespaced=False,
-)
 BUILD_SCRIPT = ROOT / "hack" / "kaito-webhook" / "build.sh"
 # A cold build (module downloads and compilation of knative and client-go) takes
 # minutes on two cores; a cached binary is a no-op.
