@@ -28,6 +28,7 @@ from e2e.harness import (
     kubectl_binary,
     set_conditions,
     state_of,
+    sum_samples,
     wait_event,
     wait_state,
 )
@@ -534,3 +535,39 @@ async def test_pending_tuning_can_succeed_directly(
     await set_conditions(k8s, namespace, "t", *TUNING_PHASES["Succeeded"][1:])
     await wait_state(k8s, namespace, "t", "Succeeded")
     await auditor.wait_changes(namespace, "t", [(None, "Pending"), ("Pending", "Succeeded")])
+
+
+async def test_the_echo_of_our_own_write_is_not_reconciled_again(
+    k8s: Client, namespace: str, start_operator: OperatorFactory
+) -> None:
+    """A status write comes back on the watch; reconciling that version again would find
+    nothing to do, so the operator drops it, also when the echo outruns the write's
+    answer (it mostly does). Nobody else writes here, so every echo is dropped."""
+    op = await start_operator(f"--namespace={namespace}", DEBUG).wait_ready()
+    names = [f"echo{i}" for i in range(8)]
+    for name in names:
+        await create_workspace(k8s, namespace, name)
+    for name in names:
+        await wait_state(k8s, namespace, name, "Pending")
+    ours = {
+        name: str((await k8s.get(WORKSPACE, name, namespace))["metadata"]["resourceVersion"])
+        for name in names
+    }
+    # Barrier: a later external write is decided, and nothing is queued or in progress.
+    written = await set_conditions(k8s, namespace, names[0], *INFERENCE_READY)
+    assert await op.wait_decided(namespace, names[0], written) == "Ready"
+
+    async def idle() -> bool:
+        text = op.metrics()
+        return (
+            sum_samples(text, "workqueue_depth", {"name": "workspace-status"}) == 0
+            and sum_samples(
+                text, "controller_runtime_active_workers", {"controller": "workspace-status"}
+            )
+            == 0
+        )
+
+    await eventually(idle, 10, "the workspace queue to drain")
+    skipped = [n for n in names if ours[n] not in op.decisions(namespace, n)]
+    assert skipped == names, f"own writes reconciled again: {ours}"
+    assert all(op.decisions(namespace, n) for n in names)  # each was decided at creation

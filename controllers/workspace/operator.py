@@ -52,6 +52,7 @@ from reconciler import (
     resource_version_changed,
 )
 from reconciler.informer import WATCH_IDLE_TIMEOUT
+from reconciler.ownwrites import OwnWrites
 from reconciler.resource import CRD
 from reconciler.sharding import Shard, shard_mapper, shard_predicate
 
@@ -327,6 +328,7 @@ async def run(cfg: OperatorConfig) -> None:
         )
         # Before any controller asks for the CRD informer: only our CRD, projected.
         mgr.cache.configure(CRD, informer_options(cfg.watch_idle_timeout))
+        own_writes = OwnWrites()
         reconciler = WorkspaceStatusReconciler(
             client,
             mgr.cache,
@@ -337,11 +339,19 @@ async def run(cfg: OperatorConfig) -> None:
                 write_status_field=cfg.status_field,
                 shard=cfg.shard,
             ),
+            own_writes=own_writes,
         )
-        (
+        workspaces = (
             Builder(mgr)
-            # A hash shard caches every workspace; only its share reaches the queue.
-            .for_(WORKSPACE, resource_version_changed(), shard_predicate(cfg.shard))
+            # A hash shard caches every workspace; only its share reaches the queue. The
+            # echo of our own status write is not reconciled again (last: what it holds
+            # back and later releases has passed the others).
+            .for_(
+                WORKSPACE,
+                resource_version_changed(),
+                shard_predicate(cfg.shard),
+                own_writes,
+            )
             # The CRD got status.status back (after KAITO's CRD was re-applied): write
             # the remembered state of every workspace of this shard again.
             .watches(
@@ -362,6 +372,7 @@ async def run(cfg: OperatorConfig) -> None:
             )
             .complete(reconciler)
         )
+        own_writes.requeue_with(workspaces.queue.add)
         (
             Builder(mgr)
             .for_(CRD, resource_version_changed())

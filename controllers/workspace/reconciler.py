@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +56,7 @@ from reconciler import (
     Result,
 )
 from reconciler.cache import CacheNotSynced
+from reconciler.ownwrites import OwnWrites
 from reconciler.sharding import Shard
 
 WORKSPACE = ResourceType("kaito.sh", "v1beta1", "Workspace", "workspaces")
@@ -178,8 +180,13 @@ class WorkspaceStatusReconciler:
         options: WorkspaceStatusOptions | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        own_writes: OwnWrites | None = None,
     ) -> None:
+        """``own_writes``: wraps every status write, so that its predicate on the
+        Workspace watch can drop the write's echo (a reconcile here depends only on the
+        workspace, and a Pending one has already asked for its stuck check)."""
         self._client = client
+        self._own_writes = own_writes
         self._cache = cache
         self._events = recorder
         self._options = options or WorkspaceStatusOptions()
@@ -256,7 +263,7 @@ class WorkspaceStatusReconciler:
                 and self._options.write_status_field
                 and self._field_unwritable is None
             ):
-                return await self._restore_while_deleting(request, workspace, outcome.restore)
+                return await self._restore_while_deleting(request, obj, workspace, outcome.restore)
             return Result()
         if isinstance(outcome, InvalidWorkload):
             self._warn_once(request, obj, "InvalidWorkload", outcome.message)
@@ -312,7 +319,7 @@ class WorkspaceStatusReconciler:
         try:
             try:
                 out = await self._patch(
-                    request, state_patch(ws, d.state.value, now, with_field=field)
+                    request, obj, state_patch(ws, d.state.value, now, with_field=field)
                 )
             except ApiError as err:
                 if not field or not _refused_by_admission(err):
@@ -330,7 +337,7 @@ class WorkspaceStatusReconciler:
                     level="error",
                 )
                 out = await self._patch(
-                    request, state_patch(ws, d.state.value, now, with_field=False)
+                    request, obj, state_patch(ws, d.state.value, now, with_field=False)
                 )
         except Conflict:
             # Our cached copy is stale; the informer is delivering the newer one.
@@ -377,12 +384,14 @@ class WorkspaceStatusReconciler:
                 self._pending_seconds.observe(max(0.0, self._clock() - created.timestamp()))
         return None
 
-    async def _restore_while_deleting(self, request: Request, ws: Workspace, state: str) -> Result:
+    async def _restore_while_deleting(
+        self, request: Request, obj: dict[str, Any], ws: Workspace, state: str
+    ) -> Result:
         """Show the kept state again on a workspace being deleted; no decision, no Event.
         Any failure ends it: the object is going away."""
         now = datetime.fromtimestamp(self._clock(), UTC)
         try:
-            await self._patch(request, state_patch(ws, state, now))
+            await self._patch(request, obj, state_patch(ws, state, now))
         except Conflict:
             return Result(requeue=True)
         except ApiError as err:
@@ -391,15 +400,23 @@ class WorkspaceStatusReconciler:
         self._restores.inc()
         return Result()
 
-    async def _patch(self, request: Request, ops: list[dict[str, Any]]) -> dict[str, Any]:
-        return await self._client.patch_status(
-            WORKSPACE,
-            request.name,
-            ops,
-            namespace=request.namespace,
-            patch_type=PatchType.JSON,
-            field_manager=FIELD_MANAGER,
-        )
+    async def _patch(
+        self, request: Request, read: dict[str, Any], ops: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """One status write on ``read``, the cached object the patch was made from."""
+        own = self._own_writes
+        with own.writing(read) if own is not None else nullcontext() as w:
+            out = await self._client.patch_status(
+                WORKSPACE,
+                request.name,
+                ops,
+                namespace=request.namespace,
+                patch_type=PatchType.JSON,
+                field_manager=FIELD_MANAGER,
+            )
+            if w is not None:
+                w.answered(out)
+        return out
 
     def _check_stuck(
         self, request: Request, obj: dict[str, Any], ws: Workspace, d: Decision

@@ -12,8 +12,11 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import anyio
 import jsonpatch
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 import controllers.workspace.reconciler as reconciler_module
@@ -27,6 +30,7 @@ from controllers.workspace.record import RECORD_CONDITION
 from reconciler import Client, Conflict, EventRecorder, InformerCache, NotFound, Request, Result
 from reconciler.client import PatchType
 from reconciler.errors import BadRequest
+from reconciler.ownwrites import OwnWrites
 from reconciler.resource import ResourceType
 
 Obj = dict[str, Any]
@@ -125,6 +129,10 @@ class FakeAPI:
             )
         if self.prune_field:
             out["status"].pop("status", None)
+        if out == self.stored:
+            # kube-apiserver stores nothing for a write that changes nothing: the same
+            # resourceVersion, and no watch event.
+            return copy.deepcopy(out)
         out["metadata"]["resourceVersion"] = str(int(out["metadata"]["resourceVersion"]) + 1)
         self.stored = out
         return copy.deepcopy(out)
@@ -183,7 +191,11 @@ class Rig:
 
 
 def rig(
-    obj: Obj, *, prune_field: bool = False, options: WorkspaceStatusOptions | None = None
+    obj: Obj,
+    *,
+    prune_field: bool = False,
+    options: WorkspaceStatusOptions | None = None,
+    own_writes: OwnWrites | None = None,
 ) -> Rig:
     api = FakeAPI(copy.deepcopy(obj), prune_field=prune_field)
     cache = FakeCache(copy.deepcopy(obj))
@@ -196,6 +208,7 @@ def rig(
         registry,
         options,
         clock=lambda: NOW,
+        own_writes=own_writes,
     )
     return Rig(api, cache, recorder, registry, r)
 
@@ -380,3 +393,73 @@ async def test_without_the_field_only_the_record_is_written_and_nothing_is_resto
     conditions = r.api.stored["status"]["conditions"]
     assert [c["reason"] for c in conditions if c["type"] == RECORD_CONDITION] == ["NotReady"]
     assert "status" not in r.api.stored["status"]
+
+
+# -- the echo of our own write: what OwnWrites lets the controller skip ------------------
+
+
+async def test_every_status_write_is_told_to_own_writes_with_the_answered_version() -> None:
+    own = OwnWrites()
+    r = rig(workspace(SERVING), own_writes=own)
+    await r.reconcile()
+    assert r.api.stored["metadata"]["resourceVersion"] == "101"
+    assert not own.update(workspace(SERVING), r.api.stored)  # its echo
+    r.sync_cache()
+    r.kaito_put(SERVING)  # KAITO drops the field; the restore is recorded too
+    await r.reconcile()
+    assert len(own) == 1
+    assert not own.update(workspace(SERVING), r.api.stored)
+
+
+async def test_a_refused_write_is_not_recorded() -> None:
+    own = OwnWrites()
+    r = rig(workspace(SERVING), own_writes=own)
+    r.api.stored["metadata"]["resourceVersion"] = "101"  # 409
+    assert await r.reconcile() == Result(requeue=True)
+    assert len(own) == 0
+
+
+_CONDITIONS = st.sampled_from([[], SERVING, CRASHING, JOB_DONE, JOB_RESTARTED])
+_HELD = st.none() | st.sampled_from([*(s.value for s in WorkspaceState), "Bogus"])
+
+
+@settings(deadline=None)  # one event loop per example: slow on a loaded machine
+@given(
+    conditions=_CONDITIONS,
+    held=_HELD,
+    recorded=_HELD,
+    workload=st.sampled_from(["inference", "tuning"]),
+    prune_field=st.booleans(),
+    write_status_field=st.booleans(),
+    deleting=st.booleans(),
+)
+def test_reconciling_the_echo_of_a_write_changes_nothing(
+    conditions: list[Obj],
+    held: str | None,
+    recorded: str | None,
+    workload: str,
+    prune_field: bool,
+    write_status_field: bool,
+    deleting: bool,
+) -> None:
+    """What makes dropping the echo safe: reconciling exactly the object a write
+    answered stores nothing new, reports no new problem and asks for the same requeue.
+    (It may repeat a Warning already given, now for the new resourceVersion, or send a
+    write the server finds changes nothing.)"""
+    obj = workspace(conditions + ([record(recorded)] if recorded else []), held, workload=workload)
+    if deleting:
+        obj["metadata"]["deletionTimestamp"] = "2026-09-21T00:00:00Z"
+    options = WorkspaceStatusOptions(write_status_field=write_status_field)
+
+    async def main() -> None:
+        r = rig(obj, prune_field=prune_field, options=options)
+        first = await r.reconcile()
+        if r.api.stored["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]:
+            return  # nothing stored: no watch event, no echo
+        r.sync_cache()
+        stored, reasons = copy.deepcopy(r.api.stored), {e[1] for e in r.recorder.events}
+        assert await r.reconcile() == first
+        assert r.api.stored == stored
+        assert {e[1] for e in r.recorder.events} == reasons
+
+    anyio.run(main)
