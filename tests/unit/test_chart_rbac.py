@@ -140,6 +140,7 @@ EVERY_VALUE: dict[str, Any] = {
     "statusField": True,
     "logFormat": "console",
     "logLevel": "debug",
+    "eventLoop": "asyncio",
     "metrics": {"enabled": True, "port": 9090},
     "health": {"port": 9091},
 }
@@ -168,6 +169,7 @@ def test_the_rendered_arguments_mean_what_the_values_say() -> None:
     assert cfg.watch_idle_timeout == 120
     assert (cfg.manage_crd, cfg.status_field) == (False, True)
     assert (cfg.log_format, cfg.log_level) == ("console", "debug")
+    assert cfg.event_loop == "asyncio"
     assert (cfg.metrics_bind_address, cfg.health_probe_bind_address) == (":9090", ":9091")
 
 
